@@ -44,8 +44,9 @@ def make_prompts(n: int, seed: int = 0) -> list[str]:
     rng = np.random.default_rng(seed)
     prompts = []
     for i in range(n):
-        body = TEMPLATES[i % len(TEMPLATES)].format(a=rng.integers(10, 10000), b=rng.integers(2, 500),
-                                                    c=rng.integers(2, 97))
+        body = TEMPLATES[i % len(TEMPLATES)].format(
+            a=rng.integers(10, 10000), b=rng.integers(2, 500), c=rng.integers(2, 97)
+        )
         # Vary length the way real problems do: some carry an extra sentence or two of set-up.
         extra = " It is known that the answer is an integer." * int(rng.integers(0, 4))
         prompts.append(DAPO_PREFIX + body + extra + DAPO_SUFFIX)
@@ -62,8 +63,13 @@ def machine_description(device: torch.device) -> str:
                     break
     except OSError:
         pass
-    parts = [f"CPU: {cpu}", f"{os.cpu_count()} logical cores", f"torch {torch.__version__}",
-             f"{torch.get_num_threads()} torch threads", f"device: {device}"]
+    parts = [
+        f"CPU: {cpu}",
+        f"{os.cpu_count()} logical cores",
+        f"torch {torch.__version__}",
+        f"{torch.get_num_threads()} torch threads",
+        f"device: {device}",
+    ]
     if device.type == "cuda":
         parts.append(f"GPU: {torch.cuda.get_device_name(device)}")
     return "; ".join(parts)
@@ -76,8 +82,13 @@ def minilm_dir() -> str:
 
 
 def bench(name: str, backbone: str, sizes: list[int], args) -> list[dict]:
-    cfg = EstimatorConfig(backbone=backbone, device=args.device, dtype=args.dtype,
-                          micro_batch_size=args.micro_batch_size, predict_batch_size=args.predict_batch_size)
+    cfg = EstimatorConfig(
+        backbone=backbone,
+        device=args.device,
+        dtype=args.dtype,
+        micro_batch_size=args.micro_batch_size,
+        predict_batch_size=args.predict_batch_size,
+    )
     est = OnlineEstimator(cfg)
     labels_rng = np.random.default_rng(1)
     warm = make_prompts(16, seed=99)
@@ -92,8 +103,7 @@ def bench(name: str, backbone: str, sizes: list[int], args) -> list[dict]:
         est.predict(prompts)
         _sync(est.device)
         t_pred = time.perf_counter() - t0
-        row = {"model": name, "n": n, "tokens_mean": float(np.mean(lengths)), "predict_s": t_pred,
-               "update_s": None}
+        row = {"model": name, "n": n, "tokens_mean": float(np.mean(lengths)), "predict_s": t_pred, "update_s": None}
         if args.skip_update_above is None or n <= args.skip_update_above:
             mean_k = (labels_rng.integers(0, 9, n) / 8).astype(np.float32)
             logprob = (-labels_rng.random(n)).astype(np.float32)
@@ -112,22 +122,31 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-HEADER = f"| {'model':<8} | {'prompts':>7} | {'tokens/prompt':>13} | {'predict s':>9} | {'predict prompts/s':>17} | {'update s':>8} | {'update prompts/s':>16} |"
+HEADER = (
+    f"| {'model':<8} | {'prompts':>7} | {'tokens/prompt':>13} | {'predict s':>9} | {'predict prompts/s':>17} "
+    f"| {'update s':>8} | {'update prompts/s':>16} |"
+)
 
 
 def _format_row(r: dict) -> str:
     upd_s = f"{r['update_s']:.2f}" if r["update_s"] is not None else "skipped"
     upd_r = f"{r['n'] / r['update_s']:.1f}" if r["update_s"] is not None else "-"
-    return (f"| {r['model']:<8} | {r['n']:>7} | {r['tokens_mean']:>13.1f} | {r['predict_s']:>9.2f} | "
-            f"{r['n'] / r['predict_s']:>17.1f} | {upd_s:>8} | {upd_r:>16} |")
+    return (
+        f"| {r['model']:<8} | {r['n']:>7} | {r['tokens_mean']:>13.1f} | {r['predict_s']:>9.2f} | "
+        f"{r['n'] / r['predict_s']:>17.1f} | {upd_s:>8} | {upd_r:>16} |"
+    )
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="tiny,minilm", help="comma list of: tiny, minilm")
     parser.add_argument("--sizes", default="64,512,4096", help="comma list of prompt counts")
-    parser.add_argument("--skip-update-above", type=int, default=None,
-                        help="time update only for sizes <= N (update at 4096 is minutes on CPU)")
+    parser.add_argument(
+        "--skip-update-above",
+        type=int,
+        default=None,
+        help="time update only for sizes <= N (update at 4096 is minutes on CPU)",
+    )
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--micro-batch-size", type=int, default=8)

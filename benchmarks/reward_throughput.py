@@ -23,15 +23,27 @@ from recipe.depo.reward import clear_caches, compute_score
 FILLER = ("We consider the problem carefully and compute step by step. " * 34)[:2000]
 
 FORMS = {
-    "dapo Answer: integer": [("math_dapo", FILLER + "\nAnswer: 42", "42"), ("math_dapo", FILLER + "\nAnswer: 41", "42")],
-    "boxed integer (gsm8k)": [("gsm8k", FILLER + " so \\boxed{1,000}.", "1000"), ("gsm8k", FILLER + " \\boxed{17}", "18")],
-    "boxed fraction vs decimal": [("math500", FILLER + " \\boxed{\\frac{3}{4}}", "0.75"), ("math500", FILLER + " \\boxed{\\frac{2}{3}}", "0.75")],
+    "dapo Answer: integer": [
+        ("math_dapo", FILLER + "\nAnswer: 42", "42"),
+        ("math_dapo", FILLER + "\nAnswer: 41", "42"),
+    ],
+    "boxed integer (gsm8k)": [
+        ("gsm8k", FILLER + " so \\boxed{1,000}.", "1000"),
+        ("gsm8k", FILLER + " \\boxed{17}", "18"),
+    ],
+    "boxed fraction vs decimal": [
+        ("math500", FILLER + " \\boxed{\\frac{3}{4}}", "0.75"),
+        ("math500", FILLER + " \\boxed{\\frac{2}{3}}", "0.75"),
+    ],
     "boxed symbolic / sets": [
         ("math500", FILLER + " \\boxed{\\frac{\\sqrt{2}}{2}}", "\\frac{1}{\\sqrt{2}}"),
         ("olympiadbench", FILLER + " \\boxed{\\{2,-2\\}}", "2, -2"),
     ],
     "no answer": [("math500", FILLER, "3"), ("math_dapo", FILLER, "3")],
-    "arithmetic (CPU demo)": [("arithmetic", FILLER + " \\boxed{56}", "56"), ("arithmetic", FILLER + " \\boxed{57}", "56")],
+    "arithmetic (CPU demo)": [
+        ("arithmetic", FILLER + " \\boxed{56}", "56"),
+        ("arithmetic", FILLER + " \\boxed{57}", "56"),
+    ],
 }
 
 

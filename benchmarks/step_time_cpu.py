@@ -43,14 +43,27 @@ PHASES = [
 
 def run_mode(mode: str, out_dir: Path, args: argparse.Namespace) -> Path:
     env = {k: v for k, v in os.environ.items() if not k.startswith("VERL_")}
-    env.update(MODE=mode, OUT_DIR=str(out_dir), STEPS=str(args.steps), BATCH=str(args.batch), N=str(args.n),
-               WARMUP=str(args.warmup), TEST_FREQ="-1", SAVE_FREQ="-1", SEED=str(args.seed),
-               EXPERIMENT=f"bench_{mode}")
+    env.update(
+        MODE=mode,
+        OUT_DIR=str(out_dir),
+        STEPS=str(args.steps),
+        BATCH=str(args.batch),
+        N=str(args.n),
+        WARMUP=str(args.warmup),
+        TEST_FREQ="-1",
+        SAVE_FREQ="-1",
+        SEED=str(args.seed),
+        EXPERIMENT=f"bench_{mode}",
+    )
     log = out_dir / "bench.log"
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as handle:
-        proc = subprocess.run(["bash", str(REPO / "examples" / "run_depo_cpu.sh"), "trainer.val_before_train=false"],
-                              env=env, stdout=handle, stderr=subprocess.STDOUT)
+        proc = subprocess.run(
+            ["bash", str(REPO / "examples" / "run_depo_cpu.sh"), "trainer.val_before_train=false"],
+            env=env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+        )
     if proc.returncode != 0:
         raise SystemExit(f"{mode} run failed (exit {proc.returncode}); see {log}")
     return out_dir
@@ -77,16 +90,18 @@ def main(argv: list[str] | None = None) -> int:
     columns: list[tuple[str, list[dict], Path]] = []
     for mode in args.modes.split(","):
         out = run_mode(mode, root / mode, args)
-        steps = [r["data"] for r in training_steps(read_metrics(out / "metrics.jsonl"))][args.skip:]
+        steps = [r["data"] for r in training_steps(read_metrics(out / "metrics.jsonl"))][args.skip :]
         if mode == "depo":
             columns.append(("DEPO warm-up", [s for s in steps if s.get("depo/warmup_active") == 1.0], out))
             columns.append(("DEPO filtered", [s for s in steps if s.get("depo/warmup_active") == 0.0], out))
         else:
             columns.append((mode.upper(), steps, out))
 
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, CPU only; "
-          f"{args.steps} steps x {args.batch} prompts x {args.n} rollouts, tiny Qwen2 policy, MiniLM estimator; "
-          f"means over steps > {args.skip}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, CPU only; "
+        f"{args.steps} steps x {args.batch} prompts x {args.n} rollouts, tiny Qwen2 policy, MiniLM estimator; "
+        f"means over steps > {args.skip}"
+    )
     print("| phase (s/step) | " + " | ".join(name for name, _, _ in columns) + " |")
     print("|---|" + "---|" * len(columns))
     for label, key in PHASES:

@@ -18,9 +18,9 @@ from __future__ import annotations
 import argparse
 import random
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from data_prep.common import check_output, make_row, write_parquet_atomic
 
@@ -75,7 +75,9 @@ def answer_text(value: int) -> str:
     return f"\\boxed{{{value}}}"
 
 
-def iter_problems(seed: int, count: int, tier_weights: tuple[float, ...] | None = None) -> Iterator[tuple[int, str, int]]:
+def iter_problems(
+    seed: int, count: int, tier_weights: tuple[float, ...] | None = None
+) -> Iterator[tuple[int, str, int]]:
     """``count`` problems as ``(tier, question, value)``, tiers in round-robin unless weighted."""
     rng = random.Random(seed)
     for i in range(count):

@@ -15,9 +15,10 @@ import os
 import re
 import sys
 import tempfile
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -183,6 +184,7 @@ def write_parquet_atomic(rows: list[dict[str, Any]] | pd.DataFrame, path: str | 
 
 # ---------------------------------------------------------------- shared CLI
 
+
 def add_common_args(parser: argparse.ArgumentParser, *, output_help: str = "output parquet path") -> None:
     """The flags every builder shares."""
     parser.add_argument(
@@ -196,7 +198,9 @@ def add_common_args(parser: argparse.ArgumentParser, *, output_help: str = "outp
     parser.add_argument("--seed", type=int, default=0, help="seed for every random choice (splits, sampling)")
 
 
-def run_cli(main_fn: Callable[[argparse.Namespace], Any], parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
+def run_cli(
+    main_fn: Callable[[argparse.Namespace], Any], parser: argparse.ArgumentParser, argv: Sequence[str] | None
+) -> int:
     """Parse, run, and turn a DataPrepError into one clear line and exit status 2 (no traceback:
     the message already names the file, row or column)."""
     args = parser.parse_args(argv)
@@ -291,7 +295,7 @@ _CJK_RE = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3000-\u303f\uff
 
 
 def language_of(text: str) -> str:
-    """"zh" when the text contains CJK characters, else "en" (the only two in DAPO-Math-17k)."""
+    """ "zh" when the text contains CJK characters, else "en" (the only two in DAPO-Math-17k)."""
     return "zh" if _CJK_RE.search(text) else "en"
 
 
@@ -344,7 +348,7 @@ class UniqueBoxedRows:
     A repeated problem counts in ``summary.duplicates_removed`` instead of becoming a row.
     """
 
-    def __init__(self, summary: "BuildSummary", data_source: str, split: str = "train") -> None:
+    def __init__(self, summary: BuildSummary, data_source: str, split: str = "train") -> None:
         self.summary = summary
         self.data_source = data_source
         self.split = split

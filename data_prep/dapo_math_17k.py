@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import argparse
 import random
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from data_prep.common import (
     BuildSummary,
@@ -53,7 +54,7 @@ def strip_template(prompt_text: str) -> str | None:
     head = TEMPLATE_HEAD.strip()
     if not text.startswith(head):
         return None
-    body = text[len(head):]
+    body = text[len(head) :]
     tail = TEMPLATE_TAIL.strip()
     if body.rstrip().endswith(tail):
         body = body.rstrip()[: -len(tail)]

@@ -13,9 +13,10 @@ counts are checked against the paper's benchmark sizes and a mismatch is reporte
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from data_prep.common import (
     BuildSummary,
@@ -75,13 +76,25 @@ EVAL_SETS: dict[str, EvalSet] = {
     for s in (
         EvalSet("gsm8k", "openai/gsm8k", "test", 1319, "question", "answer", config="main", answer_fn=gsm8k_answer),
         EvalSet(
-            "math500", "HuggingFaceH4/MATH-500", "test", 500, "problem", "answer",
+            "math500",
+            "HuggingFaceH4/MATH-500",
+            "test",
+            500,
+            "problem",
+            "answer",
             extra_cols=("subject", "level", "unique_id"),
         ),
         EvalSet("amc23", "math-ai/amc23", "test", 40, "question", "answer", extra_cols=("id", "url")),
         EvalSet(
-            "olympiadbench", "Hothan/OlympiadBench", "train", 674, "question", "final_answer",
-            config="OE_TO_maths_en_COMP", answer_fn=olympiad_answer, extra_cols=("id", "subfield", "answer_type", "unit"),
+            "olympiadbench",
+            "Hothan/OlympiadBench",
+            "train",
+            674,
+            "question",
+            "final_answer",
+            config="OE_TO_maths_en_COMP",
+            answer_fn=olympiad_answer,
+            extra_cols=("id", "subfield", "answer_type", "unit"),
         ),
         EvalSet("minerva", "math-ai/minervamath", "test", 272, "question", "answer"),
     )
@@ -138,7 +151,9 @@ def _local_file(directory: Path, name: str) -> Path:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m data_prep.eval_sets", description=__doc__.split("\n\n")[0])
     add_common_args(p, output_help="output directory (one <set>.parquet per set)")
-    p.add_argument("--sets", nargs="+", choices=sorted(EVAL_SETS), default=list(EVAL_SETS), help="which sets (default: all five)")
+    p.add_argument(
+        "--sets", nargs="+", choices=sorted(EVAL_SETS), default=list(EVAL_SETS), help="which sets (default: all five)"
+    )
     return p
 
 

@@ -14,8 +14,9 @@ generic flags, which can override any of them.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from data_prep.common import (
     BuildSummary,
@@ -53,24 +54,38 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     "numina-tir": Preset(
-        "AI-MO/NuminaMath-TIR", "problem", "solution", answer_from_boxed=True,
+        "AI-MO/NuminaMath-TIR",
+        "problem",
+        "solution",
+        answer_from_boxed=True,
         note="72K competition problems with numeric answers; initials match 'NT' (default)",
     ),
     "deepmath-103k": Preset(
-        "zwhe99/DeepMath-103K", "question", "final_answer", difficulty_col="difficulty",
+        "zwhe99/DeepMath-103K",
+        "question",
+        "final_answer",
+        difficulty_col="difficulty",
         note="103K problems built to be hard (difficulty 5-9), decontaminated, verifiable answers",
     ),
     "deepscaler": Preset(
-        "agentica-org/DeepScaleR-Preview-Dataset", "problem", "answer",
+        "agentica-org/DeepScaleR-Preview-Dataset",
+        "problem",
+        "answer",
         note="40K AIME/AMC/Omni-MATH/STILL problems used for DeepScaleR",
     ),
     "big-math-hard": Preset(
-        "SynthLabsAI/Big-Math-RL-Verified", "problem", "answer",
-        difficulty_col="llama8b_solve_rate", difficulty_max=0.2,
+        "SynthLabsAI/Big-Math-RL-Verified",
+        "problem",
+        "answer",
+        difficulty_col="llama8b_solve_rate",
+        difficulty_max=0.2,
         note="Big-Math restricted to problems Llama-3.1-8B solves at most 20% of the time",
     ),
     "openr1-math": Preset(
-        "open-r1/OpenR1-Math-220k", "problem", "answer", config="default",
+        "open-r1/OpenR1-Math-220k",
+        "problem",
+        "answer",
+        config="default",
         note="NuminaMath-1.5 problems with verified R1 answers",
     ),
 }
@@ -124,7 +139,9 @@ def build(
 def resolve_preset(args: argparse.Namespace) -> tuple[str, Preset]:
     """The preset with every explicitly given flag applied on top."""
     if args.source is not None and (args.problem_col is None or args.answer_col is None):
-        raise DataPrepError("--source needs --problem-col and --answer-col (the preset's columns belong to its own set)")
+        raise DataPrepError(
+            "--source needs --problem-col and --answer-col (the preset's columns belong to its own set)"
+        )
     name = args.preset
     base = PRESETS[name]
     if args.source is not None:
@@ -163,7 +180,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--problem-col", default=None, help="column with the problem text")
     p.add_argument("--answer-col", default=None, help="column with the final answer")
     p.add_argument(
-        "--answer-from-boxed", default=None, action=argparse.BooleanOptionalAction,
+        "--answer-from-boxed",
+        default=None,
+        action=argparse.BooleanOptionalAction,
         help="the answer column is a solution: take its last \\boxed{}",
     )
     p.add_argument("--difficulty-col", default=None, help="numeric column to filter on")

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from data_prep.common import (
     BuildSummary,

@@ -27,9 +27,10 @@ import argparse
 import hashlib
 import json
 import random
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol
 
 import pandas as pd
 
@@ -98,7 +99,9 @@ def render_prompt(tokenizer: Any, messages: list[dict[str, str]]) -> str:
 class TransformersGenerator:
     """CPU (or single-GPU) sampling with ``generate``; slow but needs nothing beyond transformers."""
 
-    def __init__(self, model_path: str, sampling: SamplingSettings, batch_size: int = 8, tokenizer_path: str | None = None):
+    def __init__(
+        self, model_path: str, sampling: SamplingSettings, batch_size: int = 8, tokenizer_path: str | None = None
+    ):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -128,8 +131,11 @@ class TransformersGenerator:
                 kwargs.update(do_sample=False, num_return_sequences=1)
             else:
                 kwargs.update(
-                    do_sample=True, temperature=self.sampling.temperature, top_p=self.sampling.top_p,
-                    top_k=0, num_return_sequences=n,
+                    do_sample=True,
+                    temperature=self.sampling.temperature,
+                    top_p=self.sampling.top_p,
+                    top_k=0,
+                    num_return_sequences=n,
                 )
             with torch.no_grad():
                 generated = self.model.generate(**enc, **kwargs)
@@ -143,13 +149,21 @@ class TransformersGenerator:
 
 
 class VLLMGenerator:
-    def __init__(self, model_path: str, sampling: SamplingSettings, tensor_parallel_size: int = 1,
-                 gpu_memory_utilization: float = 0.85, tokenizer_path: str | None = None):
+    def __init__(
+        self,
+        model_path: str,
+        sampling: SamplingSettings,
+        tensor_parallel_size: int = 1,
+        gpu_memory_utilization: float = 0.85,
+        tokenizer_path: str | None = None,
+    ):
         from vllm import LLM
 
         self.sampling = sampling
         self.llm = LLM(
-            model=model_path, tokenizer=tokenizer_path, tensor_parallel_size=tensor_parallel_size,
+            model=model_path,
+            tokenizer=tokenizer_path,
+            tensor_parallel_size=tensor_parallel_size,
             gpu_memory_utilization=gpu_memory_utilization,
         )
         self.tokenizer = self.llm.get_tokenizer()
@@ -161,8 +175,11 @@ class VLLMGenerator:
         params = [
             SamplingParams(
                 # vLLM refuses n > 1 with greedy decoding; one greedy answer stands for all n
-                n=1 if greedy else n, temperature=max(self.sampling.temperature, 0.0), top_p=self.sampling.top_p,
-                max_tokens=self.sampling.max_new_tokens, seed=seed + i,
+                n=1 if greedy else n,
+                temperature=max(self.sampling.temperature, 0.0),
+                top_p=self.sampling.top_p,
+                max_tokens=self.sampling.max_new_tokens,
+                seed=seed + i,
             )
             for i in range(len(prompts))
         ]
@@ -181,9 +198,16 @@ def vllm_usable() -> bool:
     return torch.cuda.is_available()
 
 
-def make_generator(backend: str, model_path: str, sampling: SamplingSettings, *, batch_size: int = 8,
-                   tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.85,
-                   tokenizer_path: str | None = None) -> Generator:
+def make_generator(
+    backend: str,
+    model_path: str,
+    sampling: SamplingSettings,
+    *,
+    batch_size: int = 8,
+    tensor_parallel_size: int = 1,
+    gpu_memory_utilization: float = 0.85,
+    tokenizer_path: str | None = None,
+) -> Generator:
     if backend == "auto":
         backend = "vllm" if vllm_usable() else "transformers"
     if backend == "vllm":
@@ -255,9 +279,15 @@ def compute_pass_rates(
     for source in sorted(set(frame["data_source"])):
         compute_score(source, "", "0")  # an unknown data_source fails now, not after hours of sampling
     meta = {
-        "rows": len(frame), "fingerprint": _fingerprint(frame), "model": model, "n": sampling.n,
-        "temperature": sampling.temperature, "top_p": sampling.top_p, "max_new_tokens": sampling.max_new_tokens,
-        "shard_size": shard_size, "seed": seed,
+        "rows": len(frame),
+        "fingerprint": _fingerprint(frame),
+        "model": model,
+        "n": sampling.n,
+        "temperature": sampling.temperature,
+        "top_p": sampling.top_p,
+        "max_new_tokens": sampling.max_new_tokens,
+        "shard_size": shard_size,
+        "seed": seed,
     }
     _check_meta(work_dir, meta)
     num_shards = (len(frame) + shard_size - 1) // shard_size
@@ -298,7 +328,9 @@ def compute_pass_rates(
     return rates, stats
 
 
-def apply_rule(frame: pd.DataFrame, rates: pd.DataFrame, rule: KeepRule, seed: int) -> tuple[pd.DataFrame, dict[str, int]]:
+def apply_rule(
+    frame: pd.DataFrame, rates: pd.DataFrame, rule: KeepRule, seed: int
+) -> tuple[pd.DataFrame, dict[str, int]]:
     """All rows with pass_rate, n_correct, n_samples and polaris_keep columns; counts by reason."""
     out = frame.reset_index(drop=True).copy()
     out["pass_rate"] = rates["pass_rate"].astype(float).values
@@ -342,18 +374,25 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tensor-parallel-size", type=int, default=1, help="vLLM only")
     p.add_argument("--gpu-memory-utilization", type=float, default=0.85, help="vLLM only")
     p.add_argument(
-        "--drop-all-correct", default=True, action=argparse.BooleanOptionalAction,
+        "--drop-all-correct",
+        default=True,
+        action=argparse.BooleanOptionalAction,
         help="drop prompts solved n/n (Polaris; default on)",
     )
     p.add_argument("--drop-all-wrong", action="store_true", help="also drop prompts solved 0/n (not Polaris)")
-    p.add_argument("--hard-skew", type=float, default=0.0, help="keep partially solved prompts with prob (1-pass_rate)^A")
+    p.add_argument(
+        "--hard-skew", type=float, default=0.0, help="keep partially solved prompts with prob (1-pass_rate)^A"
+    )
     p.add_argument("--save-responses", action="store_true", help="keep the sampled responses in the shards")
     p.add_argument("--all-output", default=None, help="also write every row with its polaris_keep decision")
     return p
 
 
-def run(args: argparse.Namespace, generator_factory: Callable[[], Generator] | None = None,
-        on_shard_done: Callable[[int], None] | None = None) -> dict[str, Any]:
+def run(
+    args: argparse.Namespace,
+    generator_factory: Callable[[], Generator] | None = None,
+    on_shard_done: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
     if args.n < 1 or args.shard_size < 1:
         raise DataPrepError("--n and --shard-size must be >= 1")
     if args.hard_skew < 0:
@@ -367,23 +406,42 @@ def run(args: argparse.Namespace, generator_factory: Callable[[], Generator] | N
     require_columns(frame, REQUIRED_COLUMNS, str(args.input))
     if args.limit is not None:
         frame = frame.head(args.limit)
-    sampling = SamplingSettings(n=args.n, temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens)
+    sampling = SamplingSettings(
+        n=args.n, temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens
+    )
     if generator_factory is None:
+
         def generator_factory() -> Generator:
             return make_generator(
-                args.backend, args.model, sampling, batch_size=args.batch_size,
-                tensor_parallel_size=args.tensor_parallel_size, gpu_memory_utilization=args.gpu_memory_utilization,
+                args.backend,
+                args.model,
+                sampling,
+                batch_size=args.batch_size,
+                tensor_parallel_size=args.tensor_parallel_size,
+                gpu_memory_utilization=args.gpu_memory_utilization,
                 tokenizer_path=args.tokenizer,
             )
+
     rates, stats = compute_pass_rates(
-        frame, generator_factory, work_dir=args.work_dir, sampling=sampling, shard_size=args.shard_size,
-        seed=args.seed, model=args.model, save_responses=args.save_responses, on_shard_done=on_shard_done,
+        frame,
+        generator_factory,
+        work_dir=args.work_dir,
+        sampling=sampling,
+        shard_size=args.shard_size,
+        seed=args.seed,
+        model=args.model,
+        save_responses=args.save_responses,
+        on_shard_done=on_shard_done,
     )
-    rule = KeepRule(drop_all_correct=args.drop_all_correct, drop_all_wrong=args.drop_all_wrong, hard_skew=args.hard_skew)
+    rule = KeepRule(
+        drop_all_correct=args.drop_all_correct, drop_all_wrong=args.drop_all_wrong, hard_skew=args.hard_skew
+    )
     scored, reasons = apply_rule(frame, rates, rule, args.seed)
     kept = scored[scored["polaris_keep"]].drop(columns=["polaris_keep"]).reset_index(drop=True)
     if len(kept) == 0:
-        raise DataPrepError(f"the rule {asdict(rule)} keeps no rows; pass-rate counts: {scored['n_correct'].value_counts().to_dict()}")
+        raise DataPrepError(
+            f"the rule {asdict(rule)} keeps no rows; pass-rate counts: {scored['n_correct'].value_counts().to_dict()}"
+        )
     write_parquet_atomic(kept, args.output)
     if args.all_output:
         write_parquet_atomic(scored, args.all_output)
@@ -395,7 +453,9 @@ def run(args: argparse.Namespace, generator_factory: Callable[[], Generator] | N
     if args.all_output:
         summary.rows_written[str(args.all_output)] = len(scored)
     lines = summary.lines()
-    lines.insert(3, f"  shards            {stats['shards']} ({stats['shards_resumed']} resumed, {stats['shards_run']} run)")
+    lines.insert(
+        3, f"  shards            {stats['shards']} ({stats['shards_resumed']} resumed, {stats['shards_run']} run)"
+    )
     lines.insert(4, f"  rule              {asdict(rule)}")
     print("\n".join(lines + histogram_lines(scored)))
     return {"kept": kept, "scored": scored, "stats": stats, "reasons": reasons}

@@ -19,7 +19,8 @@ flags with ``zero_adv_group_flags`` from the same rewards; both use this module'
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -115,6 +116,4 @@ def compute_grpo_depo_advantage(
 
 # Estimators whose advantage is a per-group baseline over the same prompt's responses: for these
 # a group with identical rewards has (near-)zero advantage, so flagging and masking are meaningful.
-GROUP_ESTIMATORS = frozenset(
-    {GRPO_DEPO, "grpo", "grpo_vectorized", "rloo", "rloo_vectorized", "grpo_passk", "opo"}
-)
+GROUP_ESTIMATORS = frozenset({GRPO_DEPO, "grpo", "grpo_vectorized", "rloo", "rloo_vectorized", "grpo_passk", "opo"})

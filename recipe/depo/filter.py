@@ -22,8 +22,8 @@ identified by opaque string keys; the caller keeps the payload (the dataset row)
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -181,7 +181,9 @@ class DifficultyFilter:
             rejected.extend(c.key for c in out_of_window)
 
         self.carry = new_carry
-        selection = Selection(kept=kept, rejected=rejected, scanned=scanned, scan_cap_hit=cap_hit, carried_in=carried_in)
+        selection = Selection(
+            kept=kept, rejected=rejected, scanned=scanned, scan_cap_hit=cap_hit, carried_in=carried_in
+        )
         c = self.counters
         c["calls"] += 1
         c["scanned"] += len(scanned)

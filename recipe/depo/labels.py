@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -158,7 +159,7 @@ def build_labels(
         raise ValueError(
             f"uids ({len(uids)}), correct ({len(correct)}) and mean_logprob ({len(mean_logprob)}) differ in length"
         )
-    acc: "OrderedDict[str, list[float]]" = OrderedDict()
+    acc: OrderedDict[str, list[float]] = OrderedDict()
     lps: dict[str, list[float]] = {}
     for uid, c, lp in zip(uids, correct, mean_logprob):
         uid = str(uid)

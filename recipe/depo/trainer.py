@@ -48,8 +48,8 @@ from verl.utils.debug import marked_timer
 
 from recipe.depo import advantage as depo_advantage  # noqa: F401  (registers grpo_depo)
 from recipe.depo.advantage import group_fraction, zero_adv_group_flags
-from recipe.depo.fsutil import publish_dir
 from recipe.depo.filter import REASONS, Admitted, Candidate, DifficultyFilter
+from recipe.depo.fsutil import publish_dir
 from recipe.depo.labels import LabelError, build_labels, correctness, prompt_text, response_mean_logprob
 from recipe.depo.validation import validate
 
@@ -389,9 +389,7 @@ class DEPOTrainer(PPOTrainerSync):
 
     # ------------------------------------------------------------------ checkpoints
     def _step_folder(self) -> str:
-        return os.path.abspath(
-            os.path.join(self.config.trainer.default_local_dir, f"global_step_{self.global_steps}")
-        )
+        return os.path.abspath(os.path.join(self.config.trainer.default_local_dir, f"global_step_{self.global_steps}"))
 
     def _save_checkpoint(self):
         # DEPO state first: verl writes latest_checkpointed_iteration.txt last, so a resume never
@@ -456,5 +454,7 @@ class DEPOTrainer(PPOTrainerSync):
         self.depo_filter.load_state_dict(state["filter"])
         rows = torch.load(os.path.join(state_dir, "carry_rows.pt"), weights_only=False)
         if len(rows) != len(self.depo_filter.carry):
-            raise RuntimeError(f"{state_dir}: {len(rows)} carried rows for {len(self.depo_filter.carry)} carried prompts")
+            raise RuntimeError(
+                f"{state_dir}: {len(rows)} carried rows for {len(self.depo_filter.carry)} carried prompts"
+            )
         self._carry_rows = {a.key: row for a, row in zip(self.depo_filter.carry, rows)}

@@ -39,7 +39,9 @@ def test_build_writes_verl_schema_deterministically(tmp_path):
     assert int(row["reward_model"]["ground_truth"]) == eval(row["extra_info"]["question"])
     assert sorted(train["extra_info"].map(lambda e: e["tier"]).unique()) == list(range(len(arithmetic.TIERS)))
     val = pd.read_parquet(paths["val"])
-    overlap = set(train["extra_info"].map(lambda e: e["question"])) & set(val["extra_info"].map(lambda e: e["question"]))
+    overlap = set(train["extra_info"].map(lambda e: e["question"])) & set(
+        val["extra_info"].map(lambda e: e["question"])
+    )
     assert len(overlap) < len(val) // 2  # tiny tiers repeat by chance; the splits are not copies
     assert val["extra_info"].map(lambda e: e["index"]).min() == 60
 

@@ -48,7 +48,9 @@ def test_generate_returns_tokens_and_matching_logprobs(server):
     async def run():
         prompts = _prompts(6)
         params = {"temperature": 0.7, "top_p": 1.0, "top_k": -1, "logprobs": True}
-        outs = await asyncio.gather(*[server.generate(f"r{i}", prompt_ids=p, sampling_params=params) for i, p in enumerate(prompts)])
+        outs = await asyncio.gather(
+            *[server.generate(f"r{i}", prompt_ids=p, sampling_params=params) for i, p in enumerate(prompts)]
+        )
         return prompts, outs
 
     prompts, outs = asyncio.run(run())

@@ -10,8 +10,15 @@ def test_summary_from_verl_outputs(tmp_path):
     records = [
         {"step": 0, "data": {"val-core/arithmetic/acc/mean@1": 0.40}},
         {"step": 1, "data": {"training/global_step": 1, "timing_s/step": 9.0, "critic/score/mean": 0.2}},
-        {"step": 2, "data": {"training/global_step": 2, "timing_s/step": 3.0, "critic/score/mean": 0.4,
-                             "val-core/arithmetic/acc/mean@1": 0.45}},
+        {
+            "step": 2,
+            "data": {
+                "training/global_step": 2,
+                "timing_s/step": 3.0,
+                "critic/score/mean": 0.4,
+                "val-core/arithmetic/acc/mean@1": 0.45,
+            },
+        },
     ]
     metrics.write_text("\n".join(json.dumps(r) for r in records) + "\n")
     rollouts = tmp_path / "rollouts"
@@ -38,10 +45,20 @@ def test_depo_lines_from_trainer_metrics(tmp_path):
     from recipe.depo.cpu.summarize import summarize
 
     def step(i, warm, scanned, kept, saved, zero, mae):
-        return {"step": i, "data": {"training/global_step": i, "depo/prompts_scanned": scanned,
-                                    "depo/prompts_kept": kept, "depo/prompts_carried_in": 1 if i == 3 else 0,
-                                    "depo/rollouts_saved": saved, "depo/warmup_active": warm,
-                                    "depo/zero_adv_group_frac": zero, "depo/calib_mae": mae, "depo/spearman": 0.5}}
+        return {
+            "step": i,
+            "data": {
+                "training/global_step": i,
+                "depo/prompts_scanned": scanned,
+                "depo/prompts_kept": kept,
+                "depo/prompts_carried_in": 1 if i == 3 else 0,
+                "depo/rollouts_saved": saved,
+                "depo/warmup_active": warm,
+                "depo/zero_adv_group_frac": zero,
+                "depo/calib_mae": mae,
+                "depo/spearman": 0.5,
+            },
+        }
 
     records = [step(1, 1.0, 8, 8, 0, 0.5, 0.4), step(2, 0.0, 12, 8, 16, 0.25, 0.3), step(3, 0.0, 10, 8, 24, 0.125, 0.2)]
     path = tmp_path / "metrics.jsonl"

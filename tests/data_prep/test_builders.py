@@ -57,7 +57,10 @@ def test_dapo_dedup_and_template(tmp_path, capsys):
     assert "empty ground_truth" in printed and "row 8" in printed
     assert f"rows written      3 -> {out}" in printed
     # the reward reads these rows the DAPO way
-    assert compute_score(rows[0]["data_source"], "f(3)=10\nAnswer: 10", rows[0]["reward_model"]["ground_truth"])["acc"] == 1.0
+    assert (
+        compute_score(rows[0]["data_source"], "f(3)=10\nAnswer: 10", rows[0]["reward_model"]["ground_truth"])["acc"]
+        == 1.0
+    )
 
 
 @pytest.mark.parametrize("lang,expected", [("en", ["10", "9"]), ("zh", ["12"])])
@@ -80,7 +83,9 @@ def test_dapo_held_out_split(tmp_path):
     assert len(set(questions)) == 3
     # same seed, same split
     train2, val2 = tmp_path / "t2.parquet", tmp_path / "v2.parquet"
-    dapo_math_17k.main(["--input", str(DAPO), "--output", str(train2), "--val-size", "1", "--val-output", str(val2), "--seed", "3"])
+    dapo_math_17k.main(
+        ["--input", str(DAPO), "--output", str(train2), "--val-size", "1", "--val-output", str(val2), "--seed", "3"]
+    )
     assert _rows(val2)[0]["extra_info"]["question"] == val_rows[0]["extra_info"]["question"]
 
 
@@ -116,7 +121,12 @@ def test_or1_json_ground_truth_and_difficulty(tmp_path, capsys):
     assert "ground_truth is not a JSON list" in printed and "row 4" in printed
     assert "empty ground_truth" in printed and "row 5" in printed
     assert "duplicates removed 1" in printed
-    assert compute_score("skywork_or1", "\\boxed{\\frac{10}{12}}", rows[0]["reward_model"]["ground_truth"], rows[0]["extra_info"])["acc"] == 1.0
+    assert (
+        compute_score(
+            "skywork_or1", "\\boxed{\\frac{10}{12}}", rows[0]["reward_model"]["ground_truth"], rows[0]["extra_info"]
+        )["acc"]
+        == 1.0
+    )
 
 
 def test_or1_difficulty_options(tmp_path):
@@ -124,7 +134,17 @@ def test_or1_difficulty_options(tmp_path):
     assert or1.main(["--input", str(OR1), "--output", str(out), "--no-difficulty-filter"]) == 0
     assert len(_rows(out)) == 5
     out = tmp_path / "b.parquet"
-    args = ["--input", str(OR1), "--output", str(out), "--difficulty-model", "DeepSeek-R1-Distill-Qwen-32B", "--difficulty-range", "12", "16"]
+    args = [
+        "--input",
+        str(OR1),
+        "--output",
+        str(out),
+        "--difficulty-model",
+        "DeepSeek-R1-Distill-Qwen-32B",
+        "--difficulty-range",
+        "12",
+        "16",
+    ]
     assert or1.main(args) == 0
     assert [r["reward_model"]["ground_truth"] for r in _rows(out)] == ["\\frac{5}{6}", "4", "17", "81"]
 
@@ -143,7 +163,10 @@ def test_eval_sets_all_five(tmp_path, capsys):
     out = tmp_path / "eval"
     assert eval_sets.main(["--input", str(EVAL), "--output", str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == sorted(f"{n}.parquet" for n in eval_sets.EVAL_SETS)
-    truths = {name: [r["reward_model"]["ground_truth"] for r in _rows(out / f"{name}.parquet")] for name in eval_sets.EVAL_SETS}
+    truths = {
+        name: [r["reward_model"]["ground_truth"] for r in _rows(out / f"{name}.parquet")]
+        for name in eval_sets.EVAL_SETS
+    }
     assert truths == {
         "gsm8k": ["72", "14400"],
         "math500": ["\\left( 3, \\frac{\\pi}{2} \\right)", "2"],
@@ -157,7 +180,11 @@ def test_eval_sets_all_five(tmp_path, capsys):
             assert r["prompt"][0]["content"].endswith(BOXED_INSTRUCTION)
             assert r["extra_info"]["split"] == "test"
     math500 = _rows(out / "math500.parquet")[0]["extra_info"]
-    assert (math500["subject"], math500["level"], math500["unique_id"]) == ("Precalculus", 2, "test/precalculus/807.json")
+    assert (math500["subject"], math500["level"], math500["unique_id"]) == (
+        "Precalculus",
+        2,
+        "test/precalculus/807.json",
+    )
     captured = capsys.readouterr()
     assert "gsm8k: 2 rows, the paper evaluates on 1319" in captured.err
     assert "empty or unparseable answer" in captured.out and "gsm8k.jsonl row 2" in captured.out
@@ -172,7 +199,11 @@ def test_eval_sets_subset_and_expected_counts(tmp_path, capsys):
     assert eval_sets.main(["--input", str(EVAL), "--output", str(out), "--sets", "amc23"]) == 0
     assert [p.name for p in out.iterdir()] == ["amc23.parquet"]
     assert {s.name: s.expected_rows for s in eval_sets.EVAL_SETS.values()} == {
-        "gsm8k": 1319, "math500": 500, "amc23": 40, "olympiadbench": 674, "minerva": 272,
+        "gsm8k": 1319,
+        "math500": 500,
+        "amc23": 40,
+        "olympiadbench": 674,
+        "minerva": 272,
     }
 
 
@@ -197,14 +228,33 @@ def test_nt_default_preset_numina_tir(tmp_path, capsys):
 
 def test_nt_preset_with_difficulty_and_generic_columns(tmp_path):
     out = tmp_path / "a.parquet"
-    args = ["--preset", "deepmath-103k", "--difficulty-min", "5", "--input", str(FIXTURES / "nt" / "deepmath.jsonl"), "--output", str(out)]
+    args = [
+        "--preset",
+        "deepmath-103k",
+        "--difficulty-min",
+        "5",
+        "--input",
+        str(FIXTURES / "nt" / "deepmath.jsonl"),
+        "--output",
+        str(out),
+    ]
     assert nt.main(args) == 0
     rows = _rows(out)
     assert [r["reward_model"]["ground_truth"] for r in rows] == ["1", "5"]
     assert [r["extra_info"]["difficulty"] for r in rows] == [5.0, 7.5]
     out = tmp_path / "b.parquet"
-    args = ["--source", "my/set", "--problem-col", "question", "--answer-col", "final_answer",
-            "--input", str(FIXTURES / "nt" / "deepmath.jsonl"), "--output", str(out)]
+    args = [
+        "--source",
+        "my/set",
+        "--problem-col",
+        "question",
+        "--answer-col",
+        "final_answer",
+        "--input",
+        str(FIXTURES / "nt" / "deepmath.jsonl"),
+        "--output",
+        str(out),
+    ]
     assert nt.main(args) == 0
     assert len(_rows(out)) == 3 and _rows(out)[0]["extra_info"]["source"] == "my/set"
 

@@ -21,13 +21,23 @@ def tiny_model(tmp_path_factory):
     tokenizer_path = tmp_path_factory.mktemp("tiny_tokenizer")
     word_level = Tokenizer(models.WordLevel({w: i for i, w in enumerate(VOCAB)}, unk_token="<unk>"))
     word_level.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=word_level, unk_token="<unk>", pad_token="<pad>", eos_token="<eos>")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=word_level, unk_token="<unk>", pad_token="<pad>", eos_token="<eos>"
+    )
     tokenizer.chat_template = "{% for m in messages %}{{ m['content'] }} {% endfor %}answer"
     tokenizer.save_pretrained(tokenizer_path)
     torch.manual_seed(0)
     config = Qwen2Config(
-        vocab_size=len(VOCAB), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-        num_key_value_heads=1, max_position_embeddings=512, pad_token_id=0, eos_token_id=1, bos_token_id=None,
+        vocab_size=len(VOCAB),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=512,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=None,
         tie_word_embeddings=True,
     )
     Qwen2ForCausalLM(config).save_pretrained(path)
@@ -36,8 +46,14 @@ def tiny_model(tmp_path_factory):
 
 def _training_parquet(path: Path, count: int = 6) -> Path:
     rows = [
-        make_row(data_source="arithmetic", prompt_text=f"what is {i % 4} + 1", question=f"what is {i % 4} + 1",
-                 ground_truth=str(i % 4 + 1), index=i, split="train")
+        make_row(
+            data_source="arithmetic",
+            prompt_text=f"what is {i % 4} + 1",
+            question=f"what is {i % 4} + 1",
+            ground_truth=str(i % 4 + 1),
+            index=i,
+            split="train",
+        )
         for i in range(count)
     ]
     write_parquet_atomic(rows, path)
@@ -47,10 +63,32 @@ def _training_parquet(path: Path, count: int = 6) -> Path:
 def _args(tmp_path, model, work, output, *extra):
     model, tokenizer = model if isinstance(model, tuple) else (model, model)
     return pf.parser().parse_args(
-        ["--input", str(tmp_path / "train.parquet"), "--output", str(output), "--model", model, "--tokenizer", tokenizer,
-         "--work-dir", str(work),
-         "--n", "4", "--shard-size", "2", "--max-new-tokens", "3", "--backend", "transformers", "--seed", "7",
-         "--batch-size", "2", "--save-responses", *extra]
+        [
+            "--input",
+            str(tmp_path / "train.parquet"),
+            "--output",
+            str(output),
+            "--model",
+            model,
+            "--tokenizer",
+            tokenizer,
+            "--work-dir",
+            str(work),
+            "--n",
+            "4",
+            "--shard-size",
+            "2",
+            "--max-new-tokens",
+            "3",
+            "--backend",
+            "transformers",
+            "--seed",
+            "7",
+            "--batch-size",
+            "2",
+            "--save-responses",
+            *extra,
+        ]
     )
 
 
@@ -62,7 +100,16 @@ def test_end_to_end_with_interruption_and_resume(tmp_path, tiny_model):
     _training_parquet(tmp_path / "train.parquet")
 
     # reference: one uninterrupted run
-    ref = pf.run(_args(tmp_path, tiny_model, tmp_path / "work_ref", tmp_path / "ref.parquet", "--all-output", str(tmp_path / "ref_all.parquet")))
+    ref = pf.run(
+        _args(
+            tmp_path,
+            tiny_model,
+            tmp_path / "work_ref",
+            tmp_path / "ref.parquet",
+            "--all-output",
+            str(tmp_path / "ref_all.parquet"),
+        )
+    )
     assert ref["stats"] == {"shards": 3, "shards_resumed": 0, "shards_run": 3}
 
     # interrupted after the first shard: the shard is on disk, no output parquet was written
@@ -83,7 +130,11 @@ def test_end_to_end_with_interruption_and_resume(tmp_path, tiny_model):
 
     def counting_factory():
         generator = pf.make_generator(
-            "transformers", tiny_model[0], pf.SamplingSettings(n=4, max_new_tokens=3), batch_size=2, tokenizer_path=tiny_model[1]
+            "transformers",
+            tiny_model[0],
+            pf.SamplingSettings(n=4, max_new_tokens=3),
+            batch_size=2,
+            tokenizer_path=tiny_model[1],
         )
         original = generator.generate
 
@@ -117,7 +168,9 @@ def test_end_to_end_with_interruption_and_resume(tmp_path, tiny_model):
         assert n_correct == sum(compute_score("arithmetic", r, truth)["acc"] for r in responses)
 
     # a finished work dir reruns without sampling at all
-    again = pf.run(_args(tmp_path, tiny_model, work, tmp_path / "again.parquet"), generator_factory=lambda: pytest.fail("sampled"))
+    again = pf.run(
+        _args(tmp_path, tiny_model, work, tmp_path / "again.parquet"), generator_factory=lambda: pytest.fail("sampled")
+    )
     assert again["stats"]["shards_resumed"] == 3
 
 
@@ -146,8 +199,17 @@ class FixedGenerator:
 
 
 def _numbered_parquet(path):
-    rows = [make_row(data_source="arithmetic", prompt_text=f"row {i}", question=f"row {i}", ground_truth=str(i % 4 + 1),
-                     index=i, split="train") for i in range(6)]
+    rows = [
+        make_row(
+            data_source="arithmetic",
+            prompt_text=f"row {i}",
+            question=f"row {i}",
+            ground_truth=str(i % 4 + 1),
+            index=i,
+            split="train",
+        )
+        for i in range(6)
+    ]
     write_parquet_atomic(rows, path)
 
 
@@ -188,11 +250,29 @@ def test_unknown_data_source_fails_before_sampling(tmp_path):
 def test_cli_refuses_existing_output_and_missing_columns(tmp_path, capsys):
     _numbered_parquet(tmp_path / "train.parquet")
     (tmp_path / "out.parquet").write_text("x")
-    argv = ["--input", str(tmp_path / "train.parquet"), "--output", str(tmp_path / "out.parquet"), "--model", "m", "--work-dir", str(tmp_path / "w")]
+    argv = [
+        "--input",
+        str(tmp_path / "train.parquet"),
+        "--output",
+        str(tmp_path / "out.parquet"),
+        "--model",
+        "m",
+        "--work-dir",
+        str(tmp_path / "w"),
+    ]
     assert pf.main(argv) == 2
     assert "already exists" in capsys.readouterr().err
     pd.DataFrame({"prompt": ["x"]}).to_parquet(tmp_path / "bad.parquet")
-    argv = ["--input", str(tmp_path / "bad.parquet"), "--output", str(tmp_path / "o2.parquet"), "--model", "m", "--work-dir", str(tmp_path / "w")]
+    argv = [
+        "--input",
+        str(tmp_path / "bad.parquet"),
+        "--output",
+        str(tmp_path / "o2.parquet"),
+        "--model",
+        "m",
+        "--work-dir",
+        str(tmp_path / "w"),
+    ]
     assert pf.main(argv) == 2
     assert "missing column" in capsys.readouterr().err
 
@@ -200,9 +280,29 @@ def test_cli_refuses_existing_output_and_missing_columns(tmp_path, capsys):
 def test_cli_greedy_run_through_main(tmp_path, tiny_model, capsys):
     _training_parquet(tmp_path / "train.parquet", count=3)
     out = tmp_path / "kept.parquet"
-    argv = ["--input", str(tmp_path / "train.parquet"), "--output", str(out), "--model", tiny_model[0],
-            "--tokenizer", tiny_model[1], "--work-dir", str(tmp_path / "w"), "--n", "3", "--temperature", "0",
-            "--max-new-tokens", "2", "--backend", "transformers", "--no-drop-all-correct", "--all-output", str(tmp_path / "all.parquet")]
+    argv = [
+        "--input",
+        str(tmp_path / "train.parquet"),
+        "--output",
+        str(out),
+        "--model",
+        tiny_model[0],
+        "--tokenizer",
+        tiny_model[1],
+        "--work-dir",
+        str(tmp_path / "w"),
+        "--n",
+        "3",
+        "--temperature",
+        "0",
+        "--max-new-tokens",
+        "2",
+        "--backend",
+        "transformers",
+        "--no-drop-all-correct",
+        "--all-output",
+        str(tmp_path / "all.parquet"),
+    ]
     assert pf.main(argv) == 0
     scored = pd.read_parquet(tmp_path / "all.parquet")
     assert len(scored) == 3 and set(scored["n_correct"]) <= {0, 3}  # greedy: all n samples agree

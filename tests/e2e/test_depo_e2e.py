@@ -1,14 +1,14 @@
-"""DEPO end to end on CPU: `python -m recipe.depo.main_depo` through the CPU demo launcher,
-across the warm-up boundary, then resumed from its checkpoint.
+"""DEPO end to end on CPU: `python -m recipe.depo.main_depo` through the CPU demo launcher, across the
+warm-up boundary, then resumed from its checkpoint.
 
 Run 1 trains 3 steps (step 1 is warm-up) and saves at step 3; run 2 resumes and trains step 4.
-Checked: validation runs before training and at the last step; after warm-up every rolled-out prompt was predicted inside the window or admitted by
-exploration and counted as such (from the admissions log and the metrics); the estimator was
-updated every step from real rewards whose labels differ; the zero-advantage share is logged;
-the resumed run continues the global step, the actor's optimizer (Adam's step counter), the
-estimator (update count) and the filter (counters, carry-over); the rollout server's log-probs
-agree with the actor's recomputation (so the per-step weight sync reaches it).
-About 4 minutes on a 2-core machine; this is the default suite's end-to-end test (CI).
+Checked: validation runs before training and at the last step; after warm-up every rolled-out prompt
+was predicted inside the window or admitted by exploration and counted as such (from the admissions
+log and the metrics); the estimator was updated every step from real rewards whose labels differ;
+the zero-advantage share is logged; the resumed run continues the global step, the actor's optimizer
+(Adam's step counter), the estimator (update count) and the filter (counters, carry-over); the
+rollout server's log-probs agree with the actor's recomputation (so the per-step weight sync reaches
+it). About 4 minutes on a 2-core machine; this is the default suite's end-to-end test (CI).
 """
 
 import json
@@ -57,11 +57,11 @@ def _launch(out_dir: Path, encoder: str, log_name: str, steps: int, save_freq: i
         "depo.filter.explore_rate=0.25",
         f"depo.admissions_log={out_dir / f'admissions_{log_name}.jsonl'}",
     ]
-    proc = subprocess.run(
-        ["bash", str(LAUNCHER), *overrides], env=env, capture_output=True, text=True, timeout=560
-    )
+    proc = subprocess.run(["bash", str(LAUNCHER), *overrides], env=env, capture_output=True, text=True, timeout=560)
     (out_dir / f"{log_name}.log").write_text(proc.stdout + "\n---- stderr ----\n" + proc.stderr)
-    assert proc.returncode == 0, f"{log_name} failed; see {out_dir / log_name}.log\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    assert proc.returncode == 0, (
+        f"{log_name} failed; see {out_dir / log_name}.log\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    )
     records = [json.loads(x) for x in (out_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
     _launch.validation_steps = [r["step"] for r in records if any(k.startswith("val-core/") for k in r["data"])]
     return {r["step"]: r["data"] for r in records if "training/global_step" in r["data"]}
@@ -101,7 +101,9 @@ def test_depo_across_warmup_then_resume(tmp_path, adam_steps):
     # nothing is rejected during warm-up; afterwards rejections depend on where this tiny
     # estimator's predictions land (tests/trainer checks the filter's decisions exactly)
     assert steps[1]["depo/rollouts_saved"] == 0
-    assert steps[3]["depo/rollouts_saved"] == N * sum(x["decision"] == "rejected" for x in _admissions(tmp_path, "run1"))
+    assert steps[3]["depo/rollouts_saved"] == N * sum(
+        x["decision"] == "rejected" for x in _admissions(tmp_path, "run1")
+    )
 
     log = _admissions(tmp_path, "run1")
     rolled = [x for x in log if x["decision"] in ("warmup", "window", "explore", "fill")]
@@ -147,9 +149,22 @@ def test_depo_with_zero_adv_masking_trains_on_cpu(tmp_path):
 
     encoder = build_tiny_encoder(str(tmp_path / "encoder"), hidden_size=32, num_layers=1, num_heads=2)
     env = {k: v for k, v in os.environ.items() if not k.startswith("VERL_")}
-    env.update(OUT_DIR=str(tmp_path), TRAIN_SIZE="96", VAL_SIZE="24", BATCH=str(BATCH), N=str(N),
-               MINI_BATCH=str(BATCH // 2), STEPS="2", SAVE_FREQ="-1", TEST_FREQ="-1", TIMEOUT_S="400",
-               ENTRY="recipe.depo.main_depo", CONFIG_NAME="depo_trainer", ALGO="grpo_depo", EXPERIMENT="depo_mask")
+    env.update(
+        OUT_DIR=str(tmp_path),
+        TRAIN_SIZE="96",
+        VAL_SIZE="24",
+        BATCH=str(BATCH),
+        N=str(N),
+        MINI_BATCH=str(BATCH // 2),
+        STEPS="2",
+        SAVE_FREQ="-1",
+        TEST_FREQ="-1",
+        TIMEOUT_S="400",
+        ENTRY="recipe.depo.main_depo",
+        CONFIG_NAME="depo_trainer",
+        ALGO="grpo_depo",
+        EXPERIMENT="depo_mask",
+    )
     overrides = [
         "trainer.val_before_train=false",
         f"depo.estimator.backbone={encoder}",

@@ -23,7 +23,9 @@ def test_default_demo_finishes_with_a_summary(tmp_path):
     summary = proc.stdout[proc.stdout.index("CPU demo summary") :]
     assert "run status        : ok" in summary
     assert re.search(r"training steps    : 10\b", summary), summary
-    assert re.search(r"validation acc    : [0-9.]+ \(step 0, before training\) -> [0-9.]+ \(step 10\)", summary), summary
+    assert re.search(r"validation acc    : [0-9.]+ \(step 0, before training\) -> [0-9.]+ \(step 10\)", summary), (
+        summary
+    )
     assert "zero-adv. groups" in summary
     minutes = float(re.search(r"total wall time   : ([0-9.]+) min", summary).group(1))
     assert minutes < 15

@@ -48,7 +48,9 @@ def _train_records(records):
 @pytest.mark.ray
 def test_grpo_two_steps_then_resume_one(tmp_path, adam_steps):
     run1 = _launch(tmp_path, "run1.log", STEPS=2, SAVE_FREQ=2, TEST_FREQ=2, RESUME_MODE="disable")
-    assert run1.returncode == 0, f"run 1 failed; see {tmp_path / 'run1.log'}\n{run1.stdout[-3000:]}\n{run1.stderr[-3000:]}"
+    assert run1.returncode == 0, (
+        f"run 1 failed; see {tmp_path / 'run1.log'}\n{run1.stdout[-3000:]}\n{run1.stderr[-3000:]}"
+    )
     first = _records(tmp_path / "metrics.jsonl")
     train = _train_records(first)
     assert [r["step"] for r in train] == [1, 2]
@@ -68,7 +70,9 @@ def test_grpo_two_steps_then_resume_one(tmp_path, adam_steps):
     assert adam_steps(ckpts / "global_step_2") == {2.0}
 
     run2 = _launch(tmp_path, "run2.log", STEPS=3, SAVE_FREQ=1, TEST_FREQ=-1, RESUME_MODE="auto")
-    assert run2.returncode == 0, f"run 2 failed; see {tmp_path / 'run2.log'}\n{run2.stdout[-3000:]}\n{run2.stderr[-3000:]}"
+    assert run2.returncode == 0, (
+        f"run 2 failed; see {tmp_path / 'run2.log'}\n{run2.stdout[-3000:]}\n{run2.stderr[-3000:]}"
+    )
     resumed = _train_records(_records(tmp_path / "metrics.jsonl"))
     assert [r["step"] for r in resumed] == [3], [r["step"] for r in resumed]
     assert (ckpts / "latest_checkpointed_iteration.txt").read_text().strip() == "3"

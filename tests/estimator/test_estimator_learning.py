@@ -30,8 +30,7 @@ def test_learns_difficulty_on_held_out_prompts(tiny_encoder):
     # is raised from 2e-4 (backbone 0.2x) because the tiny backbone starts from random weights, not
     # a pretrained encoder: with the defaults the ranking is learned (Spearman ~0.95 here) but
     # calibration needs more than 60 steps, as the paper's Figure 4 (~50 steps) suggests.
-    est = OnlineEstimator(EstimatorConfig(backbone=tiny_encoder, lr=1e-3, backbone_lr_scale=1.0,
-                                          micro_batch_size=16))
+    est = OnlineEstimator(EstimatorConfig(backbone=tiny_encoder, lr=1e-3, backbone_lr_scale=1.0, micro_batch_size=16))
     assert spearman(est.predict(test_prompts), test_acc) == 0.0  # constant 0.5 before training
 
     start = time.perf_counter()

@@ -105,8 +105,19 @@ def test_bfloat16_on_cpu_names_dtype(tiny_encoder):
 def test_update_metrics_first_step(tiny_encoder):
     est = make(tiny_encoder)
     m = est.update(PROMPTS, MEAN_K, LOGPROB)
-    expected = {"loss", "score_loss", "distill_loss", "ranking_loss", "calib_mae", "spearman",
-                "grad_norm", "num_pairs", "skipped", "update_time_s", "num_updates"}
+    expected = {
+        "loss",
+        "score_loss",
+        "distill_loss",
+        "ranking_loss",
+        "calib_mae",
+        "spearman",
+        "grad_norm",
+        "num_pairs",
+        "skipped",
+        "update_time_s",
+        "num_updates",
+    }
     assert expected <= m.keys()
     assert all(isinstance(v, float) for v in m.values())
     # zero heads: every logit is 0, so score/distill are ln 2 each and every hinge is the margin
@@ -190,9 +201,16 @@ def test_two_pass_gradient_equals_single_graph_under_dropout(tiny_encoder, micro
         order = torch.cat(parts_i)
         score = torch.empty(len(PROMPTS)).index_put((order,), torch.cat(parts_s))
         distill = torch.empty(len(PROMPTS)).index_put((order,), torch.cat(parts_d))
-        ref = total_loss(score, distill, torch.from_numpy(MEAN_K), torch.from_numpy(LOGPROB),
-                         w_distill=cfg.w_distill, w_ranking=cfg.w_ranking,
-                         threshold=cfg.ranking_threshold, margin=cfg.ranking_margin)
+        ref = total_loss(
+            score,
+            distill,
+            torch.from_numpy(MEAN_K),
+            torch.from_numpy(LOGPROB),
+            w_distill=cfg.w_distill,
+            w_ranking=cfg.w_ranking,
+            threshold=cfg.ranking_threshold,
+            margin=cfg.ranking_margin,
+        )
         ref["loss"].backward()
     reference = {n: p.grad.detach().clone() for n, p in est.model.named_parameters() if p.grad is not None}
     est.model.zero_grad(set_to_none=True)

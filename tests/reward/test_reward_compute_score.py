@@ -79,7 +79,9 @@ def test_unknown_data_source_names_it():
         compute_score("no_such_set", "\\boxed{1}", "1")
 
 
-@pytest.mark.parametrize("response", [None, 12345, "\\boxed{" * 50, "}" * 10, "Answer:", "\\boxed{\\frac{}{}}", "x" * 200_000])
+@pytest.mark.parametrize(
+    "response", [None, 12345, "\\boxed{" * 50, "}" * 10, "Answer:", "\\boxed{\\frac{}{}}", "x" * 200_000]
+)
 def test_malformed_output_never_raises(response):
     for source in ("math_dapo", "math500", "arithmetic"):
         result = compute_score(source, response, "3")
@@ -95,8 +97,11 @@ def test_alternative_answers_from_extra_info():
 def test_verl_style_call_with_extra_kwargs():
     # verl passes keywords and may add reward_kwargs / router fields
     result = compute_score(
-        data_source="gsm8k", solution_str="\\boxed{7}", ground_truth="7",
-        extra_info={"num_turns": None, "rollout_reward_scores": {}}, reward_router_address=None,
+        data_source="gsm8k",
+        solution_str="\\boxed{7}",
+        ground_truth="7",
+        extra_info={"num_turns": None, "rollout_reward_scores": {}},
+        reward_router_address=None,
     )
     assert result["acc"] == 1.0
 
@@ -150,7 +155,6 @@ def test_identical_pathological_answer_still_matches_by_string():
 
 def test_loads_through_verl_custom_reward_function():
     from omegaconf import OmegaConf
-
     from verl.trainer.ppo.reward import get_custom_reward_fn
 
     config = OmegaConf.create(

@@ -55,7 +55,7 @@ def test_cli_sweeps_thresholds_from_a_real_estimator_checkpoint(tmp_path, capsys
 
     from data_prep.common import make_row, write_parquet_atomic
     from recipe.depo.estimator import EstimatorConfig, OnlineEstimator, build_tiny_encoder
-    from recipe.depo.router import main
+    from recipe.depo.router.offline import main
 
     backbone = build_tiny_encoder(str(tmp_path / "encoder"))
     estimator = OnlineEstimator(EstimatorConfig(backbone=backbone, hidden_dims=[16], dropout=0.0))
@@ -66,12 +66,27 @@ def test_cli_sweeps_thresholds_from_a_real_estimator_checkpoint(tmp_path, capsys
         for i, q in enumerate(questions)
     ]
     write_parquet_atomic(rows, tmp_path / "eval.parquet")
-    pd.DataFrame({"index": range(6), "acc": [1, 1, 0, 0, 1, 0]}).to_json(tmp_path / "small.jsonl", orient="records", lines=True)
-    pd.DataFrame({"index": range(6), "acc": [1, 1, 1, 1, 1, 0]}).to_json(tmp_path / "large.jsonl", orient="records", lines=True)
+    pd.DataFrame({"index": range(6), "acc": [1, 1, 0, 0, 1, 0]}).to_json(
+        tmp_path / "small.jsonl", orient="records", lines=True
+    )
+    pd.DataFrame({"index": range(6), "acc": [1, 1, 1, 1, 1, 0]}).to_json(
+        tmp_path / "large.jsonl", orient="records", lines=True
+    )
 
-    args = ["--estimator", str(tmp_path / "ckpt"), "--data", str(tmp_path / "eval.parquet"),
-            "--small-results", str(tmp_path / "small.jsonl"), "--large-results", str(tmp_path / "large.jsonl"),
-            "--thresholds", "0.0", "1.0", "--json"]
+    args = [
+        "--estimator",
+        str(tmp_path / "ckpt"),
+        "--data",
+        str(tmp_path / "eval.parquet"),
+        "--small-results",
+        str(tmp_path / "small.jsonl"),
+        "--large-results",
+        str(tmp_path / "large.jsonl"),
+        "--thresholds",
+        "0.0",
+        "1.0",
+        "--json",
+    ]
     assert main(args) == 0
     rows_out = {row["setting"]: row for row in json.loads(capsys.readouterr().out)}
     assert rows_out["small alone"]["accuracy"] == pytest.approx(0.5)

@@ -71,7 +71,10 @@ def test_every_estimator_config_field_is_in_the_yaml():
 def test_cfg_job_prints_the_config_without_ray(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "recipe.depo.main_depo", "--cfg", "job", "depo.filter.warmup_steps=7"],
-        capture_output=True, text=True, timeout=180, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=tmp_path,
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "warmup_steps: 7" in out.stdout and "acc_key: acc" in out.stdout
@@ -103,14 +106,20 @@ def test_cfg_job_prints_the_config_without_ray(tmp_path):
         ({"reward.reward_model.enable": True}, "reward.reward_model.enable"),
         ({"reward.custom_reward_function.path": "/no/such/reward.py"}, "reward.custom_reward_function.path"),
         ({"reward.custom_reward_function.path": "pkg://no_such_module_xyz"}, "reward.custom_reward_function.path"),
-        ({"reward.custom_reward_function.path": None, "depo.labels.acc_key": "correct"},
-         "reward.custom_reward_function.path"),
-        ({"depo.labels.logprob_source": "rollout_log_probs", "actor_rollout_ref.rollout.calculate_log_probs": False},
-         "depo.labels.logprob_source"),
+        (
+            {"reward.custom_reward_function.path": None, "depo.labels.acc_key": "correct"},
+            "reward.custom_reward_function.path",
+        ),
+        (
+            {"depo.labels.logprob_source": "rollout_log_probs", "actor_rollout_ref.rollout.calculate_log_probs": False},
+            "depo.labels.logprob_source",
+        ),
         ({"depo.labels.logprob_source": "zeros"}, "depo.labels.logprob_source"),
         ({"depo.labels.text_source": "chat"}, "depo.labels.text_source"),
-        ({"depo.advantage_filter.mask_zero_adv_groups": True, "algorithm.adv_estimator": "gae"},
-         "algorithm.adv_estimator"),
+        (
+            {"depo.advantage_filter.mask_zero_adv_groups": True, "algorithm.adv_estimator": "gae"},
+            "algorithm.adv_estimator",
+        ),
         ({"depo.enable": "yes"}, "depo.enable"),
     ],
 )
@@ -133,21 +142,32 @@ def test_builtin_scorer_is_refused_for_sources_without_acc(tmp_path):
 
 def test_valid_variants_pass():
     validate(with_values(depo__estimator__placement="cpu", depo__filter__explore_rate=0.1))
-    validate(with_values(depo__labels__logprob_source="rollout_log_probs",
-                         actor_rollout_ref__rollout__calculate_log_probs=True))
+    validate(
+        with_values(
+            depo__labels__logprob_source="rollout_log_probs", actor_rollout_ref__rollout__calculate_log_probs=True
+        )
+    )
     # depo off: plain verl, DEPO-only requirements are not enforced
     settings = validate(with_values(depo__enable=False, actor_rollout_ref__rollout__n=1))
     assert not settings.uses_estimator
     # "GRPO + masking": no estimator, so its settings are not checked
-    settings = validate(with_values(depo__filter__enable=False, depo__advantage_filter__mask_zero_adv_groups=True,
-                                    depo__estimator__backbone="/nope"))
+    settings = validate(
+        with_values(
+            depo__filter__enable=False,
+            depo__advantage_filter__mask_zero_adv_groups=True,
+            depo__estimator__backbone="/nope",
+        )
+    )
     assert settings.enable and not settings.uses_estimator and settings.mask_zero_adv_groups
 
 
 def test_entry_point_refuses_a_bad_config_before_ray_naming_the_key(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "recipe.depo.main_depo", *VALID, "depo.filter.window=[0.9,0.1]"],
-        capture_output=True, text=True, timeout=180, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=tmp_path,
     )
     assert out.returncode != 0
     assert "depo: invalid config: depo.filter.window:" in out.stderr, out.stderr[-2000:]

@@ -16,32 +16,56 @@ REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
 CONFIG_DIR = os.path.join(os.path.dirname(recipe.depo.__file__), "config")
 GPU_LAUNCHERS = sorted(
-    p.name for p in EXAMPLES.glob("run_*.sh") if p.name.split("_")[1] in ("grpo", "dapo", "depo") and "cpu" not in p.name
+    p.name
+    for p in EXAMPLES.glob("run_*.sh")
+    if p.name.split("_")[1] in ("grpo", "dapo", "depo") and "cpu" not in p.name
 )
 
 # launcher -> settings that make it that row
 ROWS = {
-    "run_depo_qwen7b.sh": {"depo.enable": True, "depo.filter.enable": True, "algorithm.adv_estimator": "grpo_depo",
-                           "actor_rollout_ref.model.path": "Qwen/Qwen2.5-7B-Instruct"},
+    "run_depo_qwen7b.sh": {
+        "depo.enable": True,
+        "depo.filter.enable": True,
+        "algorithm.adv_estimator": "grpo_depo",
+        "actor_rollout_ref.model.path": "Qwen/Qwen2.5-7B-Instruct",
+    },
     "run_grpo_qwen7b.sh": {"depo.enable": False, "algorithm.adv_estimator": "grpo"},
     "run_depo_qwen7b_or1.sh": {"depo.enable": True, "data.train_files": "/data/or1_math.parquet"},
     "run_grpo_qwen7b_or1.sh": {"depo.enable": False, "data.train_files": "/data/or1_math.parquet"},
     "run_depo_qwen7b_nt.sh": {"depo.enable": True, "data.train_files": "/data/nt.parquet"},
     "run_grpo_qwen7b_nt.sh": {"depo.enable": False, "data.train_files": "/data/nt.parquet"},
-    "run_depo_qwen1.5b.sh": {"depo.enable": True, "actor_rollout_ref.model.path": "Qwen/Qwen2.5-1.5B-Instruct",
-                             "actor_rollout_ref.rollout.tensor_model_parallel_size": 1},
+    "run_depo_qwen1.5b.sh": {
+        "depo.enable": True,
+        "actor_rollout_ref.model.path": "Qwen/Qwen2.5-1.5B-Instruct",
+        "actor_rollout_ref.rollout.tensor_model_parallel_size": 1,
+    },
     "run_grpo_qwen1.5b.sh": {"depo.enable": False, "algorithm.filter_groups.enable": False},
-    "run_dapo_qwen1.5b.sh": {"depo.enable": False, "algorithm.filter_groups.enable": True,
-                             "algorithm.filter_groups.metric": "acc"},
+    "run_dapo_qwen1.5b.sh": {
+        "depo.enable": False,
+        "algorithm.filter_groups.enable": True,
+        "algorithm.filter_groups.metric": "acc",
+    },
     "run_grpo_polaris_qwen1.5b.sh": {"depo.enable": False, "data.train_files": "/data/dapo_polaris.parquet"},
-    "run_depo_qwen1.5b_no_ranking.sh": {"depo.enable": True, "depo.estimator.w_ranking": 0.0,
-                                        "depo.estimator.w_distill": 0.5},
-    "run_depo_qwen1.5b_no_distill.sh": {"depo.enable": True, "depo.estimator.w_distill": 0.0,
-                                        "depo.estimator.w_ranking": 3.0},
-    "run_depo_dapo_qwen1.5b.sh": {"depo.enable": True, "depo.advantage_filter.mask_zero_adv_groups": True,
-                                  "algorithm.filter_groups.enable": False},
-    "run_grpo_mask_qwen1.5b.sh": {"depo.enable": True, "depo.filter.enable": False,
-                                  "depo.advantage_filter.mask_zero_adv_groups": True},
+    "run_depo_qwen1.5b_no_ranking.sh": {
+        "depo.enable": True,
+        "depo.estimator.w_ranking": 0.0,
+        "depo.estimator.w_distill": 0.5,
+    },
+    "run_depo_qwen1.5b_no_distill.sh": {
+        "depo.enable": True,
+        "depo.estimator.w_distill": 0.0,
+        "depo.estimator.w_ranking": 3.0,
+    },
+    "run_depo_dapo_qwen1.5b.sh": {
+        "depo.enable": True,
+        "depo.advantage_filter.mask_zero_adv_groups": True,
+        "algorithm.filter_groups.enable": False,
+    },
+    "run_grpo_mask_qwen1.5b.sh": {
+        "depo.enable": True,
+        "depo.filter.enable": False,
+        "depo.advantage_filter.mask_zero_adv_groups": True,
+    },
 }
 # the authors' 7B launcher (docs/depo.md), shared by every row
 PAPER = {
@@ -95,8 +119,9 @@ def capture(tmp_path_factory):
         out = root / f"{name}.args"
         env = {k: v for k, v in os.environ.items() if k not in ROWS_ENV_KNOBS}
         env.update(PYTHON=str(fake), CAPTURE_FILE=str(out), DATA_DIR="/data")
-        subprocess.run(["bash", str(EXAMPLES / name), "trainer.total_training_steps=3"], env=env, check=True,
-                       cwd=root, timeout=60)
+        subprocess.run(
+            ["bash", str(EXAMPLES / name), "trainer.total_training_steps=3"], env=env, check=True, cwd=root, timeout=60
+        )
         args = out.read_text().splitlines()
         assert args[:2] == ["-m", "recipe.depo.main_depo"]
         return args[2:]
@@ -105,8 +130,22 @@ def capture(tmp_path_factory):
 
 
 # knobs a developer may have exported; they must not leak into the test
-ROWS_ENV_KNOBS = {"MODEL", "TRAIN_FILE", "DEPO", "ADV_ESTIMATOR", "FILTER", "MASK_ZERO_ADV", "DYNAMIC_SAMPLING",
-                  "W_DISTILL", "W_RANKING", "TP", "EXPERIMENT", "EVAL_DIR", "VAL_FILES", "CKPT_DIR"}
+ROWS_ENV_KNOBS = {
+    "MODEL",
+    "TRAIN_FILE",
+    "DEPO",
+    "ADV_ESTIMATOR",
+    "FILTER",
+    "MASK_ZERO_ADV",
+    "DYNAMIC_SAMPLING",
+    "W_DISTILL",
+    "W_RANKING",
+    "TP",
+    "EXPERIMENT",
+    "EVAL_DIR",
+    "VAL_FILES",
+    "CKPT_DIR",
+}
 
 
 def _select(cfg, key):

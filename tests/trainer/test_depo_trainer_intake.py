@@ -347,8 +347,11 @@ def test_advantage_hook_flags_zero_adv_groups_and_masks_exactly(trainer):
         assert metrics["depo/zero_adv_group_frac"] == pytest.approx(2 / 3)
         assert metrics["depo/masked_groups"] == 2
         real = [k for k, t in zip(meta.keys, meta.tags) if not t["is_padding"]]
-        data = tq.kv_batch_get(keys=real, partition_id="train",
-                               select_fields=["uid", "response_mask", "loss_mask", "advantages", "rm_scores"])
+        data = tq.kv_batch_get(
+            keys=real,
+            partition_id="train",
+            select_fields=["uid", "response_mask", "loss_mask", "advantages", "rm_scores"],
+        )
         uids = list(data["uid"])
         for i, uid in enumerate(uids):
             rm, lm = data["response_mask"][i], data["loss_mask"][i]
@@ -477,8 +480,9 @@ def test_resuming_a_checkpoint_without_depo_state_is_refused(env, tmp_path):
     t.actor_rollout_wg = _NoActor()
     with pytest.raises(RuntimeError, match=r"depo\.checkpoint\.require_state"):
         t._load_checkpoint()
-    t = _build(env, trainer__default_local_dir=str(ckpt), trainer__resume_mode="auto",
-               depo__checkpoint__require_state=False)
+    t = _build(
+        env, trainer__default_local_dir=str(ckpt), trainer__resume_mode="auto", depo__checkpoint__require_state=False
+    )
     t.actor_rollout_wg = _NoActor()
     t._load_checkpoint()
     assert t.global_steps == 3 and t._depo_resume_dir is None

@@ -22,11 +22,10 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 import ray
 import torch
-
 from verl.workers.rollout.base import BaseRollout
 from verl.workers.rollout.replica import RolloutReplica, TokenOutput
 
@@ -79,7 +78,9 @@ class _Request:
     future: asyncio.Future = field(repr=False)
 
 
-def sampling_key(sampling_params: dict[str, Any], default_max_tokens: int, prompt_len: int, max_model_len: int) -> SamplingKey:
+def sampling_key(
+    sampling_params: dict[str, Any], default_max_tokens: int, prompt_len: int, max_model_len: int
+) -> SamplingKey:
     params = dict(sampling_params or {})
     max_tokens = params.get("max_tokens", params.get("max_new_tokens", default_max_tokens))
     max_tokens = int(min(max_tokens, default_max_tokens, max(1, max_model_len - prompt_len)))
@@ -104,7 +105,7 @@ class HFRolloutServer:
         replica_rank: int = 0,
         node_rank: int = 0,
         batch_window_s: float = 0.02,
-        num_threads: Optional[int] = None,
+        num_threads: int | None = None,
     ) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
@@ -135,16 +136,16 @@ class HFRolloutServer:
             or (int(_cfg_get(config, "prompt_length", 512)) + self.response_length)
         )
         self.max_num_seqs = int(_cfg_get(config, "max_num_seqs", 1024) or 1024)
-        self.global_steps: Optional[int] = None
+        self.global_steps: int | None = None
         self.weight_version = 0
         self.served_requests = 0
         self.served_batches = 0
         self._queue: list[_Request] = []
-        self._wakeup: Optional[asyncio.Event] = None
-        self._batcher: Optional[asyncio.Task] = None
+        self._wakeup: asyncio.Event | None = None
+        self._batcher: asyncio.Task | None = None
         self._paused = False
-        self._resume: Optional[asyncio.Event] = None
-        self._model_lock: Optional[asyncio.Lock] = None
+        self._resume: asyncio.Event | None = None
+        self._model_lock: asyncio.Lock | None = None
 
     # ------------------------------------------------------------------ generation
     def _ensure_loop_state(self) -> None:
@@ -256,7 +257,9 @@ class HFRolloutServer:
         return results
 
     # ------------------------------------------------------------------ weights
-    async def update_weights(self, named_tensors: list[tuple[str, torch.Tensor]], global_steps: Optional[int] = None) -> dict:
+    async def update_weights(
+        self, named_tensors: list[tuple[str, torch.Tensor]], global_steps: int | None = None
+    ) -> dict:
         self._ensure_loop_state()
         async with self._model_lock:  # never swap weights under a running batch
             state = {name: tensor for name, tensor in named_tensors}
@@ -266,7 +269,10 @@ class HFRolloutServer:
                 raise KeyError(f"hf rollout: trainer sent weights the server model does not have: {unknown[:5]}")
             for name, tensor in state.items():
                 if own[name].shape != tensor.shape:
-                    raise ValueError(f"hf rollout: weight {name} has shape {tuple(tensor.shape)}, server expects {tuple(own[name].shape)}")
+                    raise ValueError(
+                        f"hf rollout: weight {name} has shape {tuple(tensor.shape)}, "
+                        f"server expects {tuple(own[name].shape)}"
+                    )
             self.model.load_state_dict(state, strict=False)
             if getattr(self.model.config, "tie_word_embeddings", False):
                 self.model.tie_weights()
@@ -292,7 +298,7 @@ class HFRolloutServer:
     # ------------------------------------------------------------------ lifecycle
     # Weights and the (per-call) KV cache live in host memory; there is nothing to free or
     # restore, so the lifecycle calls the trainer makes only gate admission of new requests.
-    async def wake_up(self, tags: Optional[list[str]] = None) -> None:
+    async def wake_up(self, tags: list[str] | None = None) -> None:
         return None
 
     async def sleep(self) -> None:
@@ -403,9 +409,13 @@ class HFServerAdapter(BaseRollout):
         return None
 
     @torch.no_grad()
-    async def update_weights(self, weights, wire_format: str = "named_tensors", global_steps: Optional[int] = None, **kwargs):
+    async def update_weights(
+        self, weights, wire_format: str = "named_tensors", global_steps: int | None = None, **kwargs
+    ):
         if wire_format != "named_tensors":
-            raise NotImplementedError(f"hf rollout receives full tensors only (wire_format='named_tensors'), got {wire_format!r}")
+            raise NotImplementedError(
+                f"hf rollout receives full tensors only (wire_format='named_tensors'), got {wire_format!r}"
+            )
         if kwargs.get("peft_config") is not None:
             raise NotImplementedError("hf rollout: LoRA adapters are not supported; set model.lora.merge=True")
         start = time.time()
@@ -420,7 +430,12 @@ class HFServerAdapter(BaseRollout):
                     named.append((name, tensor.detach().to("cpu", copy=True).float()))
         if self.is_leader:
             await self._server_handle().update_weights.remote(named, global_steps=global_steps)
-            logger.info("hf rollout: pushed %d tensors to replica %d in %.2fs", len(named), self.replica_rank, time.time() - start)
+            logger.info(
+                "hf rollout: pushed %d tensors to replica %d in %.2fs",
+                len(named),
+                self.replica_rank,
+                time.time() - start,
+            )
 
     def generate_sequences(self, prompts):
         raise NotImplementedError("hf rollout serves the async agent loop only")

@@ -86,13 +86,17 @@ def depo_lines(steps: list[dict[str, Any]], group_size: int | None) -> list[str]
         return []
     scanned = sum(d.get("depo/prompts_scanned", 0) for d in data)
     kept = sum(d["depo/prompts_kept"] for d in data)
-    lines = [f"DEPO prompts      : {scanned:.0f} scored by the estimator, {kept:.0f} rolled out"
-             f" ({sum(d.get('depo/prompts_carried_in', 0) for d in data):.0f} of them carried over)"]
+    lines = [
+        f"DEPO prompts      : {scanned:.0f} scored by the estimator, {kept:.0f} rolled out"
+        f" ({sum(d.get('depo/prompts_carried_in', 0) for d in data):.0f} of them carried over)"
+    ]
     saved = data[-1].get("depo/rollouts_saved", 0.0)  # cumulative over the run
     if group_size:
         spent = kept * group_size
-        lines.append(f"rollouts          : {spent:.0f} spent, {saved:.0f} saved"
-                     f" vs plain GRPO on the same prompts ({spent + saved:.0f})")
+        lines.append(
+            f"rollouts          : {spent:.0f} spent, {saved:.0f} saved"
+            f" vs plain GRPO on the same prompts ({spent + saved:.0f})"
+        )
     warm = [d for d in data if d.get("depo/warmup_active") == 1.0]
     after = [d for d in data if d.get("depo/warmup_active") == 0.0]
     frac = "depo/zero_adv_group_frac"
@@ -105,13 +109,20 @@ def depo_lines(steps: list[dict[str, Any]], group_size: int | None) -> list[str]
         lines.append("zero-adv. share   : " + " -> ".join(parts) + "  (groups with no GRPO signal)")
     calib = [(d["depo/calib_mae"], d.get("depo/spearman", float("nan"))) for d in data if "depo/calib_mae" in d]
     if calib:
-        lines.append(f"estimator         : |pred - mean@k| {calib[0][0]:.3f} (first step) -> {calib[-1][0]:.3f} (last),"
-                     f" spearman {calib[-1][1]:.2f} (last)")
+        lines.append(
+            f"estimator         : |pred - mean@k| {calib[0][0]:.3f} (first step) -> {calib[-1][0]:.3f} (last),"
+            f" spearman {calib[-1][1]:.2f} (last)"
+        )
     return lines
 
 
-def summarize(metrics_path: str | Path, rollout_dir: str | Path | None = None, wall_seconds: float | None = None,
-              status: int = 0, group_size: int | None = None) -> str:
+def summarize(
+    metrics_path: str | Path,
+    rollout_dir: str | Path | None = None,
+    wall_seconds: float | None = None,
+    status: int = 0,
+    group_size: int | None = None,
+) -> str:
     records = read_metrics(metrics_path)
     steps = training_steps(records)
     lines = ["", "================ CPU demo summary ================"]
@@ -130,7 +141,10 @@ def summarize(metrics_path: str | Path, rollout_dir: str | Path | None = None, w
     lines.extend(depo_lines(steps, group_size))
     val = validation_accuracy(records)
     if val:
-        lines.append(f"validation acc    : {val[0][1]:.3f} (step {val[0][0]}, before training) -> {val[-1][1]:.3f} (step {val[-1][0]})")
+        lines.append(
+            f"validation acc    : {val[0][1]:.3f} (step {val[0][0]}, before training) -> "
+            f"{val[-1][1]:.3f} (step {val[-1][0]})"
+        )
     else:
         lines.append("validation acc    : (no validation logged)")
     if rollout_dir:
@@ -138,11 +152,14 @@ def summarize(metrics_path: str | Path, rollout_dir: str | Path | None = None, w
         if zero:
             first, last = zero[0], zero[-1]
             lines.append(
-                f"zero-adv. groups  : {first[1]:.0%} of {first[2]} at step {first[0]} -> {last[1]:.0%} of {last[2]} at step {last[0]}"
+                f"zero-adv. groups  : {first[1]:.0%} of {first[2]} at step {first[0]} -> "
+                f"{last[1]:.0%} of {last[2]} at step {last[0]}"
                 "  (groups whose rollouts all scored the same: no GRPO signal)"
             )
             total = sum(share * groups for _, share, groups in zero)
-            lines.append(f"                    {total:.0f} of {sum(g for *_, g in zero)} groups over the run carried no signal")
+            lines.append(
+                f"                    {total:.0f} of {sum(g for *_, g in zero)} groups over the run carried no signal"
+            )
     if wall_seconds is not None:
         lines.append(f"total wall time   : {wall_seconds / 60:.1f} min")
     lines.append("==================================================")
@@ -155,7 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rollouts", default=None, help="trainer.rollout_data_dir of the run")
     parser.add_argument("--wall-seconds", type=float, default=None)
     parser.add_argument("--status", type=int, default=0)
-    parser.add_argument("--group-size", type=int, default=None, help="rollouts per prompt (actor_rollout_ref.rollout.n)")
+    parser.add_argument(
+        "--group-size", type=int, default=None, help="rollouts per prompt (actor_rollout_ref.rollout.n)"
+    )
     args = parser.parse_args(argv)
     print(summarize(args.metrics, args.rollouts, args.wall_seconds, args.status, args.group_size))
     return 0

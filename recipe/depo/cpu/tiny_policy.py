@@ -107,7 +107,9 @@ def build_tokenizer():
         pad_token=PAD,
         model_max_length=1024,
     )
-    tokenizer.add_tokens([AddedToken(tok, special=True, normalized=False) for tok in SPECIAL_TOKENS], special_tokens=True)
+    tokenizer.add_tokens(
+        [AddedToken(tok, special=True, normalized=False) for tok in SPECIAL_TOKENS], special_tokens=True
+    )
     tokenizer.padding_side = "left"
     tokenizer.chat_template = CHAT_TEMPLATE
     return tokenizer
@@ -167,7 +169,10 @@ def warm_start(spec: TinyPolicySpec, model, tokenizer, log_every: int = 250) -> 
     losses = []
     start = time.time()
     for step in range(spec.steps):
-        batch = [_encode_example(tokenizer, prompt_for(q), answer_text(v)) for _, q, v in (next(problems) for _ in range(spec.batch_size))]
+        batch = [
+            _encode_example(tokenizer, prompt_for(q), answer_text(v))
+            for _, q, v in (next(problems) for _ in range(spec.batch_size))
+        ]
         width = max(len(ids) for ids, _ in batch)
         input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
         labels = torch.full((len(batch), width), -100, dtype=torch.long)
@@ -184,7 +189,12 @@ def warm_start(spec: TinyPolicySpec, model, tokenizer, log_every: int = 250) -> 
         schedule.step()
         losses.append(float(loss.detach()))
         if log_every and (step + 1) % log_every == 0:
-            print(f"[tiny-policy] warm start step {step + 1}/{spec.steps} loss {sum(losses[-log_every:]) / log_every:.4f} ({time.time() - start:.0f}s)", file=sys.stderr, flush=True)
+            print(
+                f"[tiny-policy] warm start step {step + 1}/{spec.steps} "
+                f"loss {sum(losses[-log_every:]) / log_every:.4f} ({time.time() - start:.0f}s)",
+                file=sys.stderr,
+                flush=True,
+            )
     model.eval()
     return losses
 
@@ -229,7 +239,9 @@ def policy_dir(spec: TinyPolicySpec, cache_root: str | os.PathLike | None = None
     return root / f"tiny-policy-{spec.digest()}"
 
 
-def ensure_tiny_policy(spec: TinyPolicySpec | None = None, cache_root: str | os.PathLike | None = None, evaluate: bool = True) -> Path:
+def ensure_tiny_policy(
+    spec: TinyPolicySpec | None = None, cache_root: str | os.PathLike | None = None, evaluate: bool = True
+) -> Path:
     """Return the cached warm-started policy directory, building it first if needed."""
     spec = spec or TinyPolicySpec()
     target = policy_dir(spec, cache_root)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 _POOLINGS = ("cls", "mean")
 _DTYPES = ("float32", "bfloat16")
@@ -82,7 +83,7 @@ class EstimatorConfig:
         setattr(self, name, float(value))
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any] | None) -> "EstimatorConfig":
+    def from_dict(cls, values: Mapping[str, Any] | None) -> EstimatorConfig:
         """Build from a plain dict or an OmegaConf block; unknown keys are an error."""
         if values is None:
             return cls()

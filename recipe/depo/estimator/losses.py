@@ -36,9 +36,7 @@ def ranking_pair_mask(mean_k: torch.Tensor, threshold: float) -> torch.Tensor:
     return labels[:, None] > labels[None, :] + threshold
 
 
-def ranking_loss(
-    score_logits: torch.Tensor, mean_k: torch.Tensor, threshold: float, margin: float
-) -> torch.Tensor:
+def ranking_loss(score_logits: torch.Tensor, mean_k: torch.Tensor, threshold: float, margin: float) -> torch.Tensor:
     """Mean over the valid ordered pairs (i, j) of relu(margin - (s_i - s_j)); 0 with no pair.
 
     The empty case returns ``0 * sum(logits)`` rather than a constant so that callers can always

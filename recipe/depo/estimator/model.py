@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -18,8 +18,9 @@ class DifficultyEstimator(nn.Module):
     target that is dense (every rollout gives one) where mean@k is coarse (multiples of 1/k).
     """
 
-    def __init__(self, backbone: nn.Module, hidden_dims: Sequence[int] = (256,), dropout: float = 0.1,
-                 pooling: str = "cls") -> None:
+    def __init__(
+        self, backbone: nn.Module, hidden_dims: Sequence[int] = (256,), dropout: float = 0.1, pooling: str = "cls"
+    ) -> None:
         super().__init__()
         if pooling not in ("cls", "mean"):
             raise ValueError(f"pooling must be 'cls' or 'mean', got {pooling!r}")
@@ -40,7 +41,7 @@ class DifficultyEstimator(nn.Module):
             nn.init.zeros_(head.bias)
 
     @classmethod
-    def from_config(cls, config: EstimatorConfig, backbone_path: str | None = None) -> "DifficultyEstimator":
+    def from_config(cls, config: EstimatorConfig, backbone_path: str | None = None) -> DifficultyEstimator:
         from transformers import AutoModel
 
         # Always float32 master weights: bfloat16 is applied with autocast by OnlineEstimator so

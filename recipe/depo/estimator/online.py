@@ -9,14 +9,15 @@ import os
 import shutil
 import tempfile
 import time
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
+from ..fsutil import publish_dir
 from .config import EstimatorConfig
 from .losses import distill_loss, ranking_loss, ranking_pair_mask, score_loss
-from ..fsutil import publish_dir
 from .model import DifficultyEstimator
 
 CHECKPOINT_FORMAT_VERSION = 1
@@ -160,7 +161,9 @@ class OnlineEstimator:
     @staticmethod
     def _resolve_device(name: str) -> torch.device:
         if name == "auto":
-            return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+            return (
+                torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+            )
         if name == "cuda":
             if not torch.cuda.is_available():
                 raise ValueError("device='cuda' but torch sees no CUDA device; use device='auto' or 'cpu'")
@@ -404,16 +407,23 @@ class OnlineEstimator:
             backbone_dir = os.path.join(tmp, "backbone")
             self.model.backbone.save_pretrained(backbone_dir)
             self.tokenizer.save_pretrained(backbone_dir)
-            torch.save({k: v.detach().cpu() for k, v in self.model.head_state_dict().items()},
-                       os.path.join(tmp, "heads.pt"))
+            torch.save(
+                {k: v.detach().cpu() for k, v in self.model.head_state_dict().items()}, os.path.join(tmp, "heads.pt")
+            )
             torch.save(self.optimizer.state_dict(), os.path.join(tmp, "optimizer.pt"))
             rng = {k: (None if v is None else v.cpu()) for k, v in self._rng_state.items()}
             torch.save(rng, os.path.join(tmp, "rng.pt"))
             with open(os.path.join(tmp, "config.json"), "w") as f:
                 f.write(self.config.to_json())
             with open(os.path.join(tmp, "state.json"), "w") as f:
-                json.dump({"format_version": CHECKPOINT_FORMAT_VERSION, "num_updates": self.num_updates,
-                           "num_skipped": self.num_skipped}, f)
+                json.dump(
+                    {
+                        "format_version": CHECKPOINT_FORMAT_VERSION,
+                        "num_updates": self.num_updates,
+                        "num_skipped": self.num_skipped,
+                    },
+                    f,
+                )
             publish_dir(tmp, path)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -421,7 +431,7 @@ class OnlineEstimator:
         return path
 
     @classmethod
-    def load(cls, path: str, *, device: str | None = None, dtype: str | None = None) -> "OnlineEstimator":
+    def load(cls, path: str, *, device: str | None = None, dtype: str | None = None) -> OnlineEstimator:
         """Rebuild an estimator from ``save``'s directory; training resumes exactly.
 
         ``device``/``dtype`` override the saved config (e.g. a bfloat16 GPU checkpoint read on CPU
@@ -436,16 +446,19 @@ class OnlineEstimator:
         with open(os.path.join(path, "state.json")) as f:
             state = json.load(f)
         if state.get("format_version") != CHECKPOINT_FORMAT_VERSION:
-            raise ValueError(f"{path}: checkpoint format_version {state.get('format_version')!r}, "
-                             f"expected {CHECKPOINT_FORMAT_VERSION}")
+            raise ValueError(
+                f"{path}: checkpoint format_version {state.get('format_version')!r}, "
+                f"expected {CHECKPOINT_FORMAT_VERSION}"
+            )
         est = cls(EstimatorConfig.from_dict(values), backbone_path=os.path.join(path, "backbone"))
         heads = torch.load(os.path.join(path, "heads.pt"), map_location=est.device, weights_only=True)
         missing, unexpected = est.model.load_state_dict(heads, strict=False)
         missing = [k for k in missing if not k.startswith("backbone.")]
         if missing or unexpected:
             raise ValueError(f"{path}/heads.pt does not match the model: missing {missing}, unexpected {unexpected}")
-        est.optimizer.load_state_dict(torch.load(os.path.join(path, "optimizer.pt"), map_location=est.device,
-                                                 weights_only=True))
+        est.optimizer.load_state_dict(
+            torch.load(os.path.join(path, "optimizer.pt"), map_location=est.device, weights_only=True)
+        )
         rng = torch.load(os.path.join(path, "rng.pt"), weights_only=True)
         if est.device.type != "cuda" or rng.get("cuda") is None:
             rng["cuda"] = est._rng_state.get("cuda")

@@ -1,0 +1,9 @@
+"""Route queries between a small and a large model by the DEPO estimator's predicted accuracy.
+
+``core``: the pure routing math; ``offline``: Table 3 from per-query results (the default command
+of ``python -m recipe.depo.router``).
+"""
+
+from recipe.depo.router.core import DifficultyRouter, route, routed_accuracy, sweep
+
+__all__ = ["DifficultyRouter", "route", "routed_accuracy", "sweep"]

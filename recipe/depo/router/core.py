@@ -1,0 +1,106 @@
+"""Routing core (paper, Table 3): a query whose predicted accuracy under the small model is >= tau
+stays on the small model, the rest go to the large one. The routed system's accuracy is the small
+model's accuracy on the queries it kept plus the large model's on the rest.
+
+``route``, ``routed_accuracy`` and ``sweep`` are pure numpy so they can be checked exactly;
+``DifficultyRouter`` binds them to a trained estimator checkpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def _as_probabilities(values, name: str) -> np.ndarray:
+    array = np.asarray(values, dtype=np.float64)
+    if array.ndim != 1:
+        raise ValueError(f"{name} must be one-dimensional, got shape {array.shape}")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    if np.any((array < 0.0) | (array > 1.0)):
+        raise ValueError(f"{name} must lie in [0, 1]")
+    return array
+
+
+def route(predicted_accuracy, threshold: float) -> np.ndarray:
+    """Boolean mask: True where the query stays on the small model (prediction >= threshold)."""
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must lie in [0, 1], got {threshold}")
+    return _as_probabilities(predicted_accuracy, "predicted_accuracy") >= threshold
+
+
+def routed_accuracy(predicted_accuracy, small_accuracy, large_accuracy, threshold: float) -> dict:
+    """Accuracy of the routed system at one threshold.
+
+    ``small_accuracy``/``large_accuracy`` are per-query accuracies in [0, 1] (1/0 for a single
+    sample, or the mean over k samples for Avg@k).
+    """
+    small = _as_probabilities(small_accuracy, "small_accuracy")
+    large = _as_probabilities(large_accuracy, "large_accuracy")
+    on_small = route(predicted_accuracy, threshold)
+    if not (len(on_small) == len(small) == len(large)):
+        raise ValueError(
+            f"length mismatch: predicted_accuracy={len(on_small)}, small_accuracy={len(small)}, "
+            f"large_accuracy={len(large)}"
+        )
+    if len(on_small) == 0:
+        raise ValueError("predicted_accuracy is empty")
+    per_query = np.where(on_small, small, large)
+    return {
+        "threshold": float(threshold),
+        "accuracy": float(per_query.mean()),
+        "n_small": int(on_small.sum()),
+        "n_large": int((~on_small).sum()),
+        "share_small": float(on_small.mean()),
+    }
+
+
+def sweep(predicted_accuracy, small_accuracy, large_accuracy, thresholds: Sequence[float]) -> list[dict]:
+    """Table 3: one row per threshold, plus the two single-model baselines."""
+    small = _as_probabilities(small_accuracy, "small_accuracy")
+    large = _as_probabilities(large_accuracy, "large_accuracy")
+    rows = [
+        {
+            "setting": "small alone",
+            "threshold": None,
+            "accuracy": float(small.mean()),
+            "n_small": len(small),
+            "n_large": 0,
+            "share_small": 1.0,
+        },
+        {
+            "setting": "large alone",
+            "threshold": None,
+            "accuracy": float(large.mean()),
+            "n_small": 0,
+            "n_large": len(large),
+            "share_small": 0.0,
+        },
+    ]
+    for tau in thresholds:
+        row = routed_accuracy(predicted_accuracy, small, large, tau)
+        rows.append({"setting": f"tau={tau:g}", **row})
+    return rows
+
+
+class DifficultyRouter:
+    """A trained DEPO estimator used as a router: ``stays_small(questions)`` per threshold."""
+
+    def __init__(self, estimator, threshold: float = 0.5):
+        route(np.zeros(0), threshold)  # validates the threshold
+        self.estimator = estimator
+        self.threshold = threshold
+
+    @classmethod
+    def from_checkpoint(cls, path: str, threshold: float = 0.5) -> DifficultyRouter:
+        from recipe.depo.estimator import OnlineEstimator
+
+        return cls(OnlineEstimator.load(path), threshold=threshold)
+
+    def predict(self, questions: list[str]) -> np.ndarray:
+        return np.asarray(self.estimator.predict(list(questions)), dtype=np.float64)
+
+    def stays_small(self, questions: list[str]) -> np.ndarray:
+        return route(self.predict(questions), self.threshold)
