@@ -311,7 +311,15 @@ def test_save_load_resumes_exactly(tiny_encoder, tmp_path):
     est = make(tiny_encoder)  # dropout on: the RNG stream must round-trip too
     est.update(PROMPTS, MEAN_K, LOGPROB)
     path = est.save(str(tmp_path / "ckpt"))
-    assert sorted(os.listdir(path)) == ["backbone", "config.json", "heads.pt", "optimizer.pt", "rng.pt", "state.json"]
+    assert sorted(os.listdir(path)) == [
+        "backbone",
+        "config.json",
+        "heads.pt",
+        "optimizer.pt",
+        "replay.json",
+        "rng.pt",
+        "state.json",
+    ]
     loaded = OnlineEstimator.load(path)
     assert loaded.num_updates == 1 and loaded.config == est.config
     assert np.array_equal(loaded.predict(PROMPTS), est.predict(PROMPTS))

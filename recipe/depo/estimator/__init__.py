@@ -1,6 +1,7 @@
 """The DEPO difficulty estimator: predicts a prompt's mean@k accuracy under the current policy."""
 
-from .config import EstimatorConfig
+from .calibration import apply_calibration, fit_calibration
+from .config import EstimatorConfig, resume_changes
 from .losses import distill_loss, ranking_loss, score_loss, total_loss
 from .model import DifficultyEstimator
 from .online import OnlineEstimator, spearman
@@ -16,4 +17,7 @@ __all__ = [
     "total_loss",
     "spearman",
     "build_tiny_encoder",
+    "fit_calibration",
+    "apply_calibration",
+    "resume_changes",
 ]

@@ -30,20 +30,34 @@ def distill_loss(distill_logits: torch.Tensor, avg_logprob: torch.Tensor) -> tor
     return F.binary_cross_entropy_with_logits(distill_logits.float(), target)
 
 
-def ranking_pair_mask(mean_k: torch.Tensor, threshold: float) -> torch.Tensor:
-    """mask[i, j] is True for the ordered pairs with mean_k[i] > mean_k[j] + threshold."""
+def ranking_pair_mask(mean_k: torch.Tensor, threshold: float, groups: torch.Tensor | None = None) -> torch.Tensor:
+    """mask[i, j] is True for the ordered pairs with mean_k[i] > mean_k[j] + threshold.
+
+    ``groups``: pairs only within the same group (labels measured under the same policy, e.g.
+    one RL step's prompts in a replay of several steps).
+    """
     labels = mean_k.float()
-    return labels[:, None] > labels[None, :] + threshold
+    mask = labels[:, None] > labels[None, :] + threshold
+    if groups is not None:
+        groups = groups.to(mask.device)
+        mask = mask & (groups[:, None] == groups[None, :])
+    return mask
 
 
-def ranking_loss(score_logits: torch.Tensor, mean_k: torch.Tensor, threshold: float, margin: float) -> torch.Tensor:
+def ranking_loss(
+    score_logits: torch.Tensor,
+    mean_k: torch.Tensor,
+    threshold: float,
+    margin: float,
+    groups: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Mean over the valid ordered pairs (i, j) of relu(margin - (s_i - s_j)); 0 with no pair.
 
     The empty case returns ``0 * sum(logits)`` rather than a constant so that callers can always
     call ``backward`` and get zero (not missing, not NaN) gradients.
     """
     logits = score_logits.float()
-    mask = ranking_pair_mask(mean_k.to(logits.device), threshold)
+    mask = ranking_pair_mask(mean_k.to(logits.device), threshold, groups)
     num_pairs = mask.sum()
     if int(num_pairs) == 0:
         return logits.sum() * 0.0

@@ -10,6 +10,37 @@ from torch import nn
 from .config import EstimatorConfig
 
 
+class ResidualBlock(nn.Module):
+    """x + W2 · dropout(GELU(W1 · LayerNorm(x))): a pre-norm bottleneck block."""
+
+    def __init__(self, width: int, bottleneck: int, dropout: float) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(width)
+        self.down = nn.Linear(width, bottleneck)
+        self.up = nn.Linear(bottleneck, width)
+        self.act = nn.GELU()
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.up(self.dropout(self.act(self.down(self.norm(x)))))
+
+
+def mlp_trunk(width: int, hidden_dims: Sequence[int], dropout: float) -> tuple[nn.Sequential, int]:
+    layers: list[nn.Module] = [nn.Dropout(dropout)]
+    for dim in hidden_dims:
+        layers += [nn.Linear(width, dim), nn.GELU(), nn.Dropout(dropout)]
+        width = dim
+    return nn.Sequential(*layers), width
+
+
+def residual_trunk(width: int, hidden: int, bottleneck: int, blocks: int, dropout: float) -> tuple[nn.Sequential, int]:
+    """The authors' head shape: widen to ``hidden``, residual bottleneck blocks, final norm."""
+    layers: list[nn.Module] = [nn.Dropout(dropout), nn.Linear(width, hidden), nn.GELU(), nn.Dropout(dropout)]
+    layers += [ResidualBlock(hidden, bottleneck, dropout) for _ in range(blocks)]
+    layers.append(nn.LayerNorm(hidden))
+    return nn.Sequential(*layers), hidden
+
+
 class DifficultyEstimator(nn.Module):
     """Maps a tokenised prompt to two logits.
 
@@ -19,19 +50,22 @@ class DifficultyEstimator(nn.Module):
     """
 
     def __init__(
-        self, backbone: nn.Module, hidden_dims: Sequence[int] = (256,), dropout: float = 0.1, pooling: str = "cls"
+        self,
+        backbone: nn.Module,
+        hidden_dims: Sequence[int] = (256,),
+        dropout: float = 0.1,
+        pooling: str = "cls",
+        trunk: tuple[nn.Module, int] | None = None,
     ) -> None:
+        """``trunk``: a prebuilt (module, output width) replacing the ``hidden_dims`` MLP."""
         super().__init__()
         if pooling not in ("cls", "mean"):
             raise ValueError(f"pooling must be 'cls' or 'mean', got {pooling!r}")
         self.backbone = backbone
         self.pooling = pooling
-        width = int(backbone.config.hidden_size)
-        layers: list[nn.Module] = [nn.Dropout(dropout)]
-        for dim in hidden_dims:
-            layers += [nn.Linear(width, dim), nn.GELU(), nn.Dropout(dropout)]
-            width = dim
-        self.trunk = nn.Sequential(*layers)
+        if trunk is None:
+            trunk = mlp_trunk(int(backbone.config.hidden_size), hidden_dims, dropout)
+        self.trunk, width = trunk
         self.score_head = nn.Linear(width, 1)
         self.distill_head = nn.Linear(width, 1)
         # Zero heads make every first prediction exactly sigmoid(0) = 0.5: the estimator starts
@@ -47,7 +81,14 @@ class DifficultyEstimator(nn.Module):
         # Always float32 master weights: bfloat16 is applied with autocast by OnlineEstimator so
         # that AdamW updates at lr * 0.2 are not rounded away.
         backbone = AutoModel.from_pretrained(backbone_path or config.backbone, dtype=torch.float32)
-        return cls(backbone, hidden_dims=config.hidden_dims, dropout=config.dropout, pooling=config.pooling)
+        width = int(backbone.config.hidden_size)
+        if config.head == "residual":
+            trunk = residual_trunk(
+                width, config.residual_width, config.residual_bottleneck, config.residual_blocks, config.dropout
+            )
+        else:
+            trunk = mlp_trunk(width, config.hidden_dims, config.dropout)
+        return cls(backbone, dropout=config.dropout, pooling=config.pooling, trunk=trunk)
 
     def head_state_dict(self) -> dict[str, torch.Tensor]:
         """Everything except the backbone (which is saved with save_pretrained)."""

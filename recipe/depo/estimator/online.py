@@ -4,23 +4,61 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import shutil
 import tempfile
 import time
+from collections import deque
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
 from ..fsutil import publish_dir
-from .config import EstimatorConfig
+from .calibration import IDENTITY, apply_calibration, fit_calibration
+from .config import EstimatorConfig, resume_changes
 from .losses import distill_loss, ranking_loss, ranking_pair_mask, score_loss
 from .model import DifficultyEstimator
 
-CHECKPOINT_FORMAT_VERSION = 1
+logger = logging.getLogger(__name__)
+
+# 2 adds the label history (replay.json) and the calibration map; 1 still loads (empty, identity).
+CHECKPOINT_FORMAT_VERSION = 2
+READABLE_FORMAT_VERSIONS = (1, 2)
+
+
+@dataclass
+class _Labelled:
+    """One update call's labels, kept for replay and calibration."""
+
+    prompts: list[str]
+    mean_k: np.ndarray
+    logprob: np.ndarray | None
+
+    def logprob_or_nan(self) -> np.ndarray:
+        if self.logprob is None:
+            return np.full(len(self.prompts), np.nan, dtype=np.float32)
+        return self.logprob
+
+    def to_json(self) -> dict:
+        return {
+            "prompts": self.prompts,
+            "mean_k": self.mean_k.tolist(),
+            "avg_logprob": None if self.logprob is None else self.logprob.tolist(),
+        }
+
+    @classmethod
+    def from_json(cls, entry: dict) -> _Labelled:
+        logprob = entry.get("avg_logprob")
+        return cls(
+            prompts=[str(p) for p in entry["prompts"]],
+            mean_k=np.asarray(entry["mean_k"], dtype=np.float32),
+            logprob=None if logprob is None else np.asarray(logprob, dtype=np.float32),
+        )
 
 
 # ----------------------------------------------------------------------------- validation
@@ -153,9 +191,20 @@ class OnlineEstimator:
             for p in backbone_params:
                 p.requires_grad_(False)
         self.optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+        # Update calls that trained (num_optimizer_steps counts their AdamW steps), and calls
+        # refused because a loss or gradient was not finite.
         self.num_updates = 0
-        # Steps refused because the loss or the gradient was not finite (num_updates excludes them).
+        self.num_optimizer_steps = 0
         self.num_skipped = 0
+        self._history: deque[_Labelled] = deque(maxlen=self._history_length())
+        # (a, b) of the calibration map sigmoid(a * logit + b) that predict applies.
+        self.calibration: tuple[float, float] = IDENTITY
+        # What a resume changed relative to the checkpoint's settings (``load(config=...)``).
+        self.resumed_changes: list[str] = []
+
+    def _history_length(self) -> int:
+        cfg = self.config
+        return max(cfg.replay_steps, cfg.calibration_steps if cfg.calibration != "none" else 1)
 
     # ------------------------------------------------------------------ device / RNG helpers
     @staticmethod
@@ -234,7 +283,8 @@ class OnlineEstimator:
     # ------------------------------------------------------------------ public API
     @torch.no_grad()
     def predict(self, prompts: list[str]) -> np.ndarray:
-        """Predicted mean@k in [0, 1] per prompt (float32, input order); eval mode, no grad."""
+        """Predicted mean@k in [0, 1] per prompt (float32, input order); eval mode, no grad,
+        through the calibration map (the identity unless ``calibration`` is on)."""
         return self._predict_logits(prompts)[0]
 
     @torch.no_grad()
@@ -255,20 +305,27 @@ class OnlineEstimator:
                 distill[idx] = d.cpu()
         finally:
             self.model.train(was_training)
-        return torch.sigmoid(score).numpy(), torch.sigmoid(distill).numpy()
+        return apply_calibration(score.numpy(), *self.calibration), torch.sigmoid(distill).numpy()
 
     def update(self, prompts: list[str], mean_k: Any, avg_logprob: Any = None) -> dict[str, float]:
-        """One AdamW step on the whole batch; returns metrics.
+        """Learn from one RL step's labels; returns metrics.
 
         ``mean_k``: per-prompt accuracy over the k rollouts, in [0, 1]. ``avg_logprob``: per-prompt
-        mean response-token log-prob (<= 0); None turns the distill term off for this call (the
-        caller has no rollout log-probs) rather than training it on a constant target.
+        mean response-token log-prob (<= 0); None turns the distill term off for these prompts
+        (the caller has no rollout log-probs) rather than training it on a constant target.
 
-        Metrics: ``loss`` and its terms (full-batch values), ``calib_mae`` = mean |p - mean_k| and
-        ``spearman`` of p vs mean_k, where p are this step's training-mode predictions *before*
-        the optimizer step (a free by-product of the forward pass; they include dropout noise),
+        Takes ``updates_per_step`` AdamW steps, each over these labels plus those of the previous
+        ``replay_steps - 1`` calls (ranking pairs only within one call's prompts), then refits the
+        calibration map. The paper's estimator (1 and 1, no calibration) takes one step on this
+        call's labels.
+
+        Metrics: ``loss`` and its terms (first step, whole replay batch), ``calib_mae`` = mean
+        |p - mean_k| and ``spearman`` of p vs mean_k over this call's prompts, where p are the
+        training-mode predictions *before* the first optimizer step, through the calibration the
+        filter used (a free by-product of the forward pass; they include dropout noise),
         ``grad_norm`` (before clipping), ``num_pairs`` (valid ranking pairs), ``skipped`` (1.0
-        when a non-finite loss/gradient refused the step), ``update_time_s``.
+        when a non-finite loss/gradient refused a step), ``optimizer_steps``, ``replay_prompts``,
+        ``calib_a``/``calib_b`` (after the refit), ``update_time_s``.
         """
         t0 = time.perf_counter()
         prompts = _check_prompts(prompts)
@@ -276,13 +333,73 @@ class OnlineEstimator:
         labels_np = _check_mean_k(mean_k, n)
         logprob_np = None if avg_logprob is None else _check_avg_logprob(avg_logprob, n)
         cfg = self.config
-        labels = torch.from_numpy(labels_np)
-        logprob = None if logprob_np is None else torch.from_numpy(logprob_np)
-        use_distill = logprob is not None and cfg.w_distill != 0
-        num_pairs = int(ranking_pair_mask(labels, cfg.ranking_threshold).sum())
+        self._history.append(_Labelled(prompts, labels_np, logprob_np))
+
+        # This call's labels first: the metrics are taken over rows [0, n).
+        replay = list(self._history)[-cfg.replay_steps :][::-1]
+        batch_prompts = [p for entry in replay for p in entry.prompts]
+        labels = torch.from_numpy(np.concatenate([entry.mean_k for entry in replay]))
+        logprob = torch.from_numpy(np.concatenate([entry.logprob_or_nan() for entry in replay]))
+        groups = torch.cat([torch.full((len(e.prompts),), g, dtype=torch.long) for g, e in enumerate(replay)])
+        token_ids = self._tokenize(batch_prompts)
+
+        calib_before = self.calibration
+        metrics: dict[str, float] | None = None
+        steps_taken = 0
+        skipped = False
+        for _ in range(cfg.updates_per_step):
+            step_metrics, pre_logits = self._optimizer_step(token_ids, labels, logprob, groups)
+            if metrics is None:
+                metrics = step_metrics
+                first_pre_logits = pre_logits
+            if step_metrics["skipped"]:
+                skipped = True
+                break
+            steps_taken += 1
+        assert metrics is not None
+        if steps_taken:
+            self.num_updates += 1
+            self.num_optimizer_steps += steps_taken
+        if skipped:
+            self.num_skipped += 1
+        if steps_taken and cfg.calibration != "none":
+            self._refit_calibration()
+
+        metrics["skipped"] = float(skipped)
+        metrics["num_updates"] = float(self.num_updates)
+        metrics["optimizer_steps"] = float(steps_taken)
+        metrics["replay_prompts"] = float(len(batch_prompts))
+        if not metrics["skipped_first"]:
+            preds = apply_calibration(first_pre_logits[:n].numpy(), *calib_before)
+            metrics["calib_mae"] = float(np.abs(preds - labels_np).mean())
+            metrics["spearman"] = spearman(preds, labels_np)
+        else:
+            metrics["calib_mae"] = float("nan")
+            metrics["spearman"] = float("nan")
+        del metrics["skipped_first"]
+        metrics["calib_a"], metrics["calib_b"] = self.calibration
+        metrics["update_time_s"] = time.perf_counter() - t0
+        return metrics
+
+    def _optimizer_step(
+        self, token_ids: list[list[int]], labels: torch.Tensor, logprob: torch.Tensor, groups: torch.Tensor
+    ) -> tuple[dict[str, float], torch.Tensor]:
+        """One AdamW step on the whole batch (exact micro-batching); (metrics, pre-step logits).
+
+        ``logprob`` holds NaN for prompts without a distill target; ``groups`` restricts ranking
+        pairs to prompts labelled in the same call.
+        """
+        cfg = self.config
+        n = len(token_ids)
+        has_lp = ~torch.isnan(logprob)
+        num_lp = int(has_lp.sum())
+        use_distill = num_lp > 0 and cfg.w_distill != 0
+        num_pairs = int(ranking_pair_mask(labels, cfg.ranking_threshold, groups).sum())
         use_ranking = cfg.w_ranking != 0 and num_pairs > 0
 
-        batches = list(self._batches(self._tokenize(prompts), cfg.micro_batch_size))
+        batches = list(self._batches(token_ids, cfg.micro_batch_size))
+        # The authors' code scales the ranking gradient by 1 / (number of micro-batches).
+        w_ranking = cfg.w_ranking / len(batches) if cfg.ranking_divide_by_micro_batches else cfg.w_ranking
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         pre_logits = torch.empty(n, dtype=torch.float32)
@@ -298,9 +415,10 @@ class OnlineEstimator:
             # w_ranking * ranking(full batch) w.r.t. the logits. Pass 2 replays each micro-batch
             # with the *same* RNG state — so dropout draws the same masks and the logits are the
             # ones the ranking gradient was taken at — and backpropagates
-            # (|mb|/B) * (score + w_distill * distill) + <d ranking/d logits, logits>.
-            # The sum over micro-batches is the gradient of the full-batch total loss, with the
-            # ranking weight undivided. Pass 1 is skipped when there is no ranking term, and when
+            # (|mb|/B) * score + (|mb with target|/B_target) * w_distill * distill
+            # + <d ranking/d logits, logits>. The sum over micro-batches is the gradient of the
+            # full-batch total loss, with the ranking weight undivided (unless the authors'
+            # division is asked for). Pass 1 is skipped when there is no ranking term, and when
             # the batch fits in one micro-batch (then the ranking loss joins the single graph).
             fused_ranking = use_ranking and len(batches) == 1
             rank_grad = None
@@ -312,10 +430,10 @@ class OnlineEstimator:
                         s, _ = self._forward(ids, mask)
                         pre_logits[idx] = s.cpu()
                 leaf = pre_logits.clone().requires_grad_(True)
-                rank = ranking_loss(leaf, labels, cfg.ranking_threshold, cfg.ranking_margin)
+                rank = ranking_loss(leaf, labels, cfg.ranking_threshold, cfg.ranking_margin, groups)
                 ranking_value = float(rank.detach())
                 if math.isfinite(ranking_value):
-                    (cfg.w_ranking * rank).backward()
+                    (w_ranking * rank).backward()
                     rank_grad = leaf.grad.to(self.device)
                 else:
                     finite = False
@@ -329,19 +447,22 @@ class OnlineEstimator:
                     mb_labels = labels[idx].to(self.device)
                     s_loss = score_loss(s, mb_labels)
                     objective = weight * s_loss
-                    if logprob is not None:
-                        d_loss = distill_loss(d, logprob[idx].to(self.device))
-                        distill_value += weight * float(d_loss.detach())
+                    mb_has = has_lp[idx]
+                    if num_lp and bool(mb_has.any()):
+                        rows = mb_has.to(self.device)
+                        d_loss = distill_loss(d[rows], logprob[idx][mb_has].to(self.device))
+                        d_weight = int(mb_has.sum()) / num_lp
+                        distill_value += d_weight * float(d_loss.detach())
                         if use_distill:
-                            objective = objective + (weight * cfg.w_distill) * d_loss
+                            objective = objective + (d_weight * cfg.w_distill) * d_loss
                     if rank_grad is not None:
                         # Its value is not a loss, but its gradient is exactly the ranking
                         # term's gradient through this micro-batch's logits.
                         objective = objective + (rank_grad[idx] * s).sum()
                     elif fused_ranking:
-                        rank = ranking_loss(s, mb_labels, cfg.ranking_threshold, cfg.ranking_margin)
+                        rank = ranking_loss(s, mb_labels, cfg.ranking_threshold, cfg.ranking_margin, groups[idx])
                         ranking_value = float(rank.detach())
-                        objective = objective + cfg.w_ranking * rank
+                        objective = objective + w_ranking * rank
                     score_value += weight * float(s_loss.detach())
                     if not torch.isfinite(objective).item():
                         finite = False
@@ -351,12 +472,12 @@ class OnlineEstimator:
 
         if finite and not use_ranking and num_pairs > 0:
             # Ranking is off (w_ranking = 0) but still reported, from the logits we already have.
-            ranking_value = float(ranking_loss(pre_logits, labels, cfg.ranking_threshold, cfg.ranking_margin))
+            ranking_value = float(ranking_loss(pre_logits, labels, cfg.ranking_threshold, cfg.ranking_margin, groups))
         loss_value = score_value
         if use_distill:
             loss_value += cfg.w_distill * distill_value
         if use_ranking:
-            loss_value += cfg.w_ranking * ranking_value
+            loss_value += w_ranking * ranking_value
 
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
         grad_norm = float("nan")
@@ -366,12 +487,9 @@ class OnlineEstimator:
         if skipped:
             # Gradients may hold NaN/inf: drop them so nothing reaches the weights or AdamW's moments.
             self.optimizer.zero_grad(set_to_none=True)
-            self.num_skipped += 1
         else:
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
-            self.num_updates += 1
-
         metrics = {
             "loss": loss_value,
             "score_loss": score_value,
@@ -380,24 +498,41 @@ class OnlineEstimator:
             "grad_norm": grad_norm,
             "num_pairs": float(num_pairs),
             "skipped": float(skipped),
-            "num_updates": float(self.num_updates),
+            "skipped_first": skipped,
         }
-        if not skipped:
-            preds = torch.sigmoid(pre_logits).numpy()
-            metrics["calib_mae"] = float(np.abs(preds - labels_np).mean())
-            metrics["spearman"] = spearman(preds, labels_np)
-        else:
-            metrics["calib_mae"] = float("nan")
-            metrics["spearman"] = float("nan")
-        metrics["update_time_s"] = time.perf_counter() - t0
-        return metrics
+        return metrics, pre_logits
+
+    # ------------------------------------------------------------------ calibration
+    @torch.no_grad()
+    def _score_logits(self, prompts: list[str]) -> np.ndarray:
+        """Raw (uncalibrated) score logits, eval mode, input order."""
+        was_training = self.model.training
+        self.model.eval()
+        out = torch.empty(len(prompts), dtype=torch.float32)
+        try:
+            for idx, ids, mask in self._batches(self._tokenize(prompts), self.config.predict_batch_size):
+                out[idx] = self._forward(ids, mask)[0].cpu()
+        finally:
+            self.model.train(was_training)
+        return out.numpy()
+
+    def _refit_calibration(self) -> None:
+        """Refit (a, b) on the latest ``calibration_steps`` calls' labels, against the logits of
+        the model as it is *now* (after this call's steps), so the map never double-counts what
+        the encoder itself has just learned."""
+        cfg = self.config
+        entries = list(self._history)[-cfg.calibration_steps :]
+        prompts = [p for e in entries for p in e.prompts]
+        labels = np.concatenate([e.mean_k for e in entries])
+        self.calibration = fit_calibration(self._score_logits(prompts), labels, cfg.calibration, cfg.calibration_prior)
 
     # ------------------------------------------------------------------ checkpointing
     def save(self, path: str) -> str:
         """Write a complete checkpoint directory at ``path`` atomically (complete or absent).
 
         Layout: ``backbone/`` (save_pretrained model + tokenizer), ``heads.pt`` (trunk and heads),
-        ``optimizer.pt``, ``rng.pt``, ``config.json``, ``state.json`` (counters, format version).
+        ``optimizer.pt``, ``rng.pt``, ``config.json``, ``state.json`` (counters, calibration map,
+        format version), ``replay.json`` (the labels kept for replay and calibration).
         """
         path = os.path.abspath(path)
         parent = os.path.dirname(path)
@@ -420,10 +555,14 @@ class OnlineEstimator:
                     {
                         "format_version": CHECKPOINT_FORMAT_VERSION,
                         "num_updates": self.num_updates,
+                        "num_optimizer_steps": self.num_optimizer_steps,
                         "num_skipped": self.num_skipped,
+                        "calibration": list(self.calibration),
                     },
                     f,
                 )
+            with open(os.path.join(tmp, "replay.json"), "w") as f:
+                json.dump([entry.to_json() for entry in self._history], f)
             publish_dir(tmp, path)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -431,26 +570,44 @@ class OnlineEstimator:
         return path
 
     @classmethod
-    def load(cls, path: str, *, device: str | None = None, dtype: str | None = None) -> OnlineEstimator:
+    def load(
+        cls,
+        path: str,
+        *,
+        config: EstimatorConfig | dict | None = None,
+        device: str | None = None,
+        dtype: str | None = None,
+    ) -> OnlineEstimator:
         """Rebuild an estimator from ``save``'s directory; training resumes exactly.
 
-        ``device``/``dtype`` override the saved config (e.g. a bfloat16 GPU checkpoint read on CPU
-        needs ``device="cpu", dtype="float32"``); weights are float32 either way.
+        ``config``: the settings to resume with (e.g. the run's current YAML). Every difference
+        from the checkpoint's settings is applied and logged (``resumed_changes``), except those
+        that cannot apply to trained weights (backbone, pooling, head shape, freezing or
+        unfreezing the backbone): those raise a ValueError naming the key. None resumes with the
+        saved settings. ``device``/``dtype`` override either (e.g. a bfloat16 GPU checkpoint read
+        on CPU needs ``device="cpu", dtype="float32"``); weights are float32 either way.
         """
         with open(os.path.join(path, "config.json")) as f:
-            values = json.load(f)
-        if device is not None:
-            values["device"] = device
-        if dtype is not None:
-            values["dtype"] = dtype
+            saved = EstimatorConfig.from_dict(json.load(f))
         with open(os.path.join(path, "state.json")) as f:
             state = json.load(f)
-        if state.get("format_version") != CHECKPOINT_FORMAT_VERSION:
+        if state.get("format_version") not in READABLE_FORMAT_VERSIONS:
             raise ValueError(
                 f"{path}: checkpoint format_version {state.get('format_version')!r}, "
-                f"expected {CHECKPOINT_FORMAT_VERSION}"
+                f"expected one of {READABLE_FORMAT_VERSIONS}"
             )
-        est = cls(EstimatorConfig.from_dict(values), backbone_path=os.path.join(path, "backbone"))
+        if config is None:
+            new = saved
+        else:
+            new = config if isinstance(config, EstimatorConfig) else EstimatorConfig.from_dict(config)
+        overrides = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
+        if overrides:
+            new = EstimatorConfig.from_dict({**new.to_dict(), **overrides})
+        applied, refused = resume_changes(saved.to_dict(), new.to_dict())
+        if refused:
+            raise ValueError(f"{refused[0]} (checkpoint {path})")
+        # The trained encoder lives in the checkpoint; the (possibly moved) original is not read.
+        est = cls(new, backbone_path=os.path.join(path, "backbone"))
         heads = torch.load(os.path.join(path, "heads.pt"), map_location=est.device, weights_only=True)
         missing, unexpected = est.model.load_state_dict(heads, strict=False)
         missing = [k for k in missing if not k.startswith("backbone.")]
@@ -459,10 +616,40 @@ class OnlineEstimator:
         est.optimizer.load_state_dict(
             torch.load(os.path.join(path, "optimizer.pt"), map_location=est.device, weights_only=True)
         )
+        # load_state_dict restores the saved lr / weight decay into the param groups: a changed
+        # setting must win over it, or a resume would silently keep training at the old values.
+        est._set_optimizer_hyperparameters()
         rng = torch.load(os.path.join(path, "rng.pt"), weights_only=True)
         if est.device.type != "cuda" or rng.get("cuda") is None:
             rng["cuda"] = est._rng_state.get("cuda")
         est._rng_state = rng
         est.num_updates = int(state["num_updates"])
+        est.num_optimizer_steps = int(state.get("num_optimizer_steps", state["num_updates"]))
         est.num_skipped = int(state.get("num_skipped", 0))
+        replay_file = os.path.join(path, "replay.json")
+        if os.path.isfile(replay_file):
+            with open(replay_file) as f:
+                est._history.extend(_Labelled.from_json(entry) for entry in json.load(f))
+        if new.calibration != "none":
+            a, b = state.get("calibration", IDENTITY)
+            est.calibration = (float(a), float(b))
+        # A changed mode or window takes effect now, not one update late.
+        if new.calibration != "none" and (new.calibration, new.calibration_steps, new.calibration_prior) != (
+            saved.calibration,
+            saved.calibration_steps,
+            saved.calibration_prior,
+        ):
+            if est._history:
+                est._refit_calibration()
+        est.resumed_changes = applied
+        for change in applied:
+            logger.warning(f"estimator resumed from {path} with a changed setting: {change}")
         return est
+
+    def _set_optimizer_hyperparameters(self) -> None:
+        cfg = self.config
+        groups = self.optimizer.param_groups
+        lrs = [cfg.lr * cfg.backbone_lr_scale, cfg.lr] if len(groups) == 2 else [cfg.lr]
+        for group, lr in zip(groups, lrs):
+            group["lr"] = lr
+            group["weight_decay"] = cfg.weight_decay

@@ -53,7 +53,9 @@ class DifficultyEstimatorWorker(Worker):
     def init_model(self) -> dict:
         """Load the backbone (or the checkpoint given at construction) on this worker's device."""
         if self._checkpoint:
-            self.estimator = OnlineEstimator.load(self._checkpoint, device=self.config.device, dtype=self.config.dtype)
+            # The run's settings, not the checkpoint's: changes are applied and reported in
+            # describe()["resumed_changes"], or refused naming the key.
+            self.estimator = OnlineEstimator.load(self._checkpoint, config=self.config)
         else:
             self.estimator = OnlineEstimator(self.config)
         return self.describe()
@@ -64,7 +66,10 @@ class DifficultyEstimatorWorker(Worker):
         return {
             "device": str(est.device),
             "num_updates": est.num_updates,
+            "num_optimizer_steps": est.num_optimizer_steps,
             "num_skipped": est.num_skipped,
+            "calibration": list(est.calibration),
+            "resumed_changes": list(est.resumed_changes),
             "backbone": est.config.backbone,
             "num_parameters": sum(p.numel() for p in est.model.parameters()),
         }
@@ -87,5 +92,5 @@ class DifficultyEstimatorWorker(Worker):
 
     @register(dispatch_mode=Dispatch.ONE_TO_ALL)
     def load_checkpoint(self, path: str) -> dict:
-        self.estimator = OnlineEstimator.load(path, device=self.config.device, dtype=self.config.dtype)
+        self.estimator = OnlineEstimator.load(path, config=self.config)
         return self.describe()
