@@ -62,9 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("--backend-timeout", type=float, help="seconds a backend may stay silent before 504 (default 600)")
     add("--dry-run", action="store_const", const=True, help="score and log each request, forward nothing")
     add("--route-log", help="append one JSON line per routing decision to this file")
-    add("--batch-window-ms", type=float, help="how long a request waits to share an encoder call (default 5)")
+    add("--batch-window-ms", type=float, help="how long a request waits to share an encoder call (default 2)")
     add("--max-batch-size", type=int, help="texts per encoder call (default 64)")
     add("--device", choices=("auto", "cpu", "cuda"), help="where the estimator runs (default auto)")
+    add("--torch-threads", type=int, help="torch CPU threads for the estimator (default 1 on CPU)")
     add("--log-level", choices=("debug", "info", "warning", "error"))
     return parser
 
@@ -110,6 +111,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"depo-router: estimator: {exc}", file=sys.stderr)
         return 2
     router = DifficultyRouter(estimator, threshold=config.threshold)
+    if config.torch_threads is not None or estimator.device.type == "cpu":
+        import torch
+
+        # One thread by default on CPU, because an OpenMP team that must share its cores with other
+        # busy processes collapses: on the 2-core dev box, with other jobs running, the tiny encoder
+        # added ~320 ms (p50) with 2 threads vs ~7-13 ms with 1. On a quiet or dedicated machine more
+        # threads pay (2 threads: ~2x MiniLM throughput there); see docs/router.md.
+        torch.set_num_threads(config.torch_threads or 1)
     try:
         sock = bind(config.host, config.port)
     except OSError as exc:

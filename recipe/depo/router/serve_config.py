@@ -37,7 +37,9 @@ class ServeConfig:
     dry_run: bool = False  # score and log every request, forward nothing
     route_log: str | None = None  # JSONL file, one line per routing decision (appended)
     log_text: bool = False  # put the problem text in route_log (default: its sha256 prefix only)
-    batch_window_ms: float = 5.0  # how long a request waits for others to share its encoder call
+    # How long a request waits for others to share its encoder call; 0 batches only what queued up
+    # while the encoder was busy with the previous batch.
+    batch_window_ms: float = 2.0
     max_batch_size: int = 64  # texts per encoder call
     scoring_timeout: float = 30.0  # a request whose score takes longer goes to the large model
     max_body_bytes: int = 32 * 2**20  # larger requests get 413
@@ -46,6 +48,7 @@ class ServeConfig:
     health_path: str = "/health"  # probed on each backend by GET /health
     instructions: list[str] | None = None  # removed from the user message before scoring; None = data_prep's
     device: str = "auto"  # estimator device; a bfloat16 checkpoint is read as float32 on CPU
+    torch_threads: int | None = None  # torch CPU threads; None: 1 when the estimator runs on CPU (see serve.py)
     log_level: str = "info"
 
     def __post_init__(self) -> None:
@@ -82,6 +85,10 @@ class ServeConfig:
         if self.instructions is not None:
             if not isinstance(self.instructions, list) or not all(isinstance(i, str) for i in self.instructions):
                 raise ConfigError(f"instructions: must be a list of strings, got {self.instructions!r}")
+        if self.torch_threads is not None and (
+            isinstance(self.torch_threads, bool) or not isinstance(self.torch_threads, int) or self.torch_threads < 1
+        ):
+            raise ConfigError(f"torch_threads: must be a positive int, got {self.torch_threads!r}")
         if self.device not in _DEVICES:
             raise ConfigError(f"device: must be one of {_DEVICES}, got {self.device!r}")
         if self.log_level not in _LOG_LEVELS:
