@@ -7,6 +7,7 @@ import asyncio
 import json
 import socket
 import threading
+import time
 
 import aiohttp
 import numpy as np
@@ -210,16 +211,55 @@ def test_refused_backend_502_silent_backend_504_and_the_proxy_lives_on(estimator
             assert status == 503 and health["status"] == "degraded"
             assert health["backends"]["small"]["state"] == "down" and health["backends"]["large"]["state"] == "up"
 
+            # a client that gives up before the backend answers is counted once, as 499, not as an error
+            with pytest.raises(asyncio.TimeoutError):
+                fetch("POST", f"{url}/v1/chat/completions", body=chat(HARD[0]), timeout=0.1)
+            assert _wait_for_metric(url, "depo_router_requests_total", ("chat", "large", "499")) == 1.0
+
             status, _, body = fetch("GET", f"{url}/metrics")
             errors = metric_values(body.decode(), "depo_router_backend_errors_total")
             assert errors == {
                 (("backend", "small"), ("kind", "refused")): 1.0,
                 (("backend", "large"), ("kind", "timeout")): 2.0,
             }
-            # still routing: an override to the working-but-slow backend with a longer timeout is not
-            # possible per request, so check the proxy answers a fresh, valid request at once
-            status, _, _ = fetch("POST", f"{url}/v1/chat/completions", raw=b"{", timeout=5)
-            assert status == 400
+            assert metric_values(body.decode(), "depo_router_in_flight")[()] == 0
+
+
+def _wait_for_metric(url: str, name: str, labels: tuple[str, str, str], timeout_s: float = 5.0) -> float:
+    """A requests_total sample, polled: the proxy counts a departed client when it notices."""
+    key = (("code", labels[2]), ("endpoint", labels[0]), ("route", labels[1]))
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = metric_values(fetch("GET", f"{url}/metrics")[2].decode(), name).get(key, 0.0)
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.05)
+
+
+def test_a_client_leaving_mid_stream_closes_the_backend_stream(estimator):
+    hold, backend_saw_close = threading.Event(), threading.Event()
+
+    async def before_chunk(i: int) -> None:
+        if i >= 1:
+            try:
+                await asyncio.to_thread(hold.wait, 10)
+            except asyncio.CancelledError:  # starlette cancels the stream when its client leaves
+                backend_saw_close.set()
+                raise
+
+    async def read_one_event_and_leave(url: str) -> bytes:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+            async with session.post(f"{url}/v1/chat/completions", json=chat(HARD[0], stream=True)) as response:
+                return await response.content.readuntil(b"\n\n")
+
+    with serving(create_app("large", before_chunk=before_chunk)) as large_url:
+        with proxy_for(estimator, small=large_url, large=large_url) as (_, url):
+            first = asyncio.run(read_one_event_and_leave(url))
+            assert backend_saw_close.wait(5)
+            assert _wait_for_metric(url, "depo_router_requests_total", ("chat", "large", "499")) == 1.0
+            assert metric_values(fetch("GET", f"{url}/metrics")[2].decode(), "depo_router_in_flight")[()] == 0
+        hold.set()
+    assert first.startswith(b"data: {")
 
 
 def test_backend_silent_mid_stream_ends_the_stream_with_an_error_event(estimator):

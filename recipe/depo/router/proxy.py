@@ -71,6 +71,7 @@ _RESPONSE_HEADERS_DROPPED = {
 }
 _SSE_MAX_LINE = 1 << 20
 _HEALTH_PROBE_TIMEOUT_S = 5.0
+_MODELS_TIMEOUT_S = 30.0  # a model list is quick to give; backend_timeout is sized for generations
 _CLIENT_CLOSED = 499  # nginx's convention for "the client went away first"
 
 
@@ -314,8 +315,7 @@ class RouterProxy:
             if work.done():
                 return work.result()
             work.cancel()
-            with contextlib.suppress(BaseException):
-                await work
+            await asyncio.wait({work})  # let it close its connection; its CancelledError stays inside
             raise _ClientGone
         finally:
             if not work.done():
@@ -411,8 +411,8 @@ class RouterProxy:
                 hardest = float(np.min(predicted))
                 stays_small = bool(route([hardest], self.config.threshold)[0])
             except Exception as exc:
-                # The large model answers every query well enough; a router that cannot score
-                # sends the query there rather than failing it.
+                # Unknown difficulty: the large model is the safe choice, and a router that cannot
+                # score should cost accuracy-neutral compute, not failed requests.
                 self.metrics.scoring_errors.inc()
                 logger.warning("scoring failed (%s: %s); routing to the large model", type(exc).__name__, exc)
                 decision = Decision("large", None, "fallback")
@@ -591,7 +591,10 @@ class RouterProxy:
             return self._unauthorized()
         names = list(self.backends)
         results = await asyncio.gather(
-            *(self._get_json(self.backends[n], "/v1/models", self.config.backend_timeout) for n in names),
+            *(
+                self._get_json(self.backends[n], "/v1/models", min(_MODELS_TIMEOUT_S, self.config.backend_timeout))
+                for n in names
+            ),
             return_exceptions=True,
         )
         models, seen, answered = [], set(), 0
