@@ -584,6 +584,16 @@ COLUMNS = (
 )
 
 
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]], left: int = 1) -> str:
+    """Aligned markdown: the first ``left`` columns left-aligned, the others right-aligned."""
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+    align = [str.ljust] * left + [str.rjust] * (len(headers) - left)
+    lines = ["| " + " | ".join(a(h, w) for a, h, w in zip(align, headers, widths)) + " |"]
+    lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    lines += ["| " + " | ".join(a(v, w) for a, v, w in zip(align, r, widths)) + " |" for r in rows]
+    return "\n".join(lines)
+
+
 def format_table(summaries: dict[str, dict]) -> str:
     """A markdown table, one row per selector."""
     rows = []
@@ -593,12 +603,7 @@ def format_table(summaries: dict[str, dict]) -> str:
             value = name if key == "name" else s.get(key, float("nan"))
             cells.append("-" if isinstance(value, float) and value != value else fmt.format(value))
         rows.append(cells)
-    widths = [max([len(c[0])] + [len(r[i]) for r in rows]) for i, c in enumerate(COLUMNS)]
-    align = [str.ljust] + [str.rjust] * (len(COLUMNS) - 1)
-    lines = ["| " + " | ".join(a(c[0], w) for a, c, w in zip(align, COLUMNS, widths)) + " |"]
-    lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    lines += ["| " + " | ".join(a(v, w) for a, v, w in zip(align, r, widths)) + " |" for r in rows]
-    return "\n".join(lines)
+    return markdown_table([c[0] for c in COLUMNS], rows)
 
 
 def goal_verdict(summaries: dict[str, dict], selector: str) -> str | None:

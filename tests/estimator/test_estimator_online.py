@@ -148,7 +148,16 @@ def test_avg_logprob_none_turns_distill_off(tiny_encoder):
     assert m["loss"] == pytest.approx(math.log(2) + 3.0 * 0.5, abs=1e-5)
 
 
-@pytest.mark.parametrize("overrides", [{}, {"w_ranking": 0.0}, {"w_distill": 0.0}, {"pooling": "mean"}])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"w_ranking": 0.0},
+        {"w_distill": 0.0},
+        {"pooling": "mean"},
+        {"replay_steps": 2, "updates_per_step": 2, "calibration": "affine"},
+    ],
+)
 def test_micro_batching_equals_full_batch(tiny_encoder_nodrop, overrides):
     # Without dropout both schemes see the same forward; only the accumulation differs. The ranking
     # weight must not shrink with the number of micro-batches.

@@ -244,7 +244,13 @@ def test_resume_turning_calibration_on_fits_it_from_the_saved_labels(tiny_encode
 
 @pytest.mark.parametrize(
     "key,value",
-    [("pooling", "mean"), ("hidden_dims", [8]), ("head", "residual"), ("backbone", "other"), ("backbone_lr_scale", 0.0)],
+    [
+        ("pooling", "mean"),
+        ("hidden_dims", [8]),
+        ("head", "residual"),
+        ("backbone", "other"),
+        ("backbone_lr_scale", 0.0),
+    ],
 )
 def test_resume_refuses_changes_the_weights_cannot_take(tiny_encoder, tmp_path, key, value):
     est = make(tiny_encoder)
@@ -260,3 +266,15 @@ def test_resume_changes_by_hand():
     applied, refused = resume_changes(saved, {**saved, "hidden_dims": [128], "lr": 1e-3})
     assert applied == ["lr: 0.0002 in the checkpoint, 0.001 now (applied)"]
     assert len(refused) == 1 and refused[0].startswith("hidden_dims: [256] in the checkpoint, [128] now")
+
+
+def test_affine_calibration_is_scale_free():
+    # Logits in a narrow band (a young encoder that ranks well but has not learned the scale):
+    # the map needs a slope of 2000, which a prior on a itself would forbid.
+    u = np.linspace(-2, 2, 41)
+    labels = 1 / (1 + np.exp(-(2 * u + 0.5)))
+    a, b = fit_calibration(1e-3 * u, labels, "affine", prior=1e-9)
+    assert a == pytest.approx(2000.0, rel=1e-5) and b == pytest.approx(0.5, abs=1e-5)
+    # A strong prior keeps the identity (slope sd z in standardised units is a = 1).
+    a, b = fit_calibration(1e-3 * u, labels, "affine", prior=1e9)
+    assert a == pytest.approx(1.0, abs=1e-3) and b == pytest.approx(0.0, abs=1e-3)
