@@ -388,13 +388,12 @@ VARIANTS: dict[str, dict] = {
     "paper_ref_ranking": {"ranking_divide_by_micro_batches": True},
     # The authors' wider head.
     "paper_residual_head": {"head": "residual"},
-    "lr_1e-3": {"lr": 1e-3},
-    "replay_2x2": {"updates_per_step": 2, "replay_steps": 2},
-    "replay_4x4": {"updates_per_step": 4, "replay_steps": 4},
-    "calib_bias": {"calibration": "bias", "calibration_steps": 2},
-    "calib_affine": {"calibration": "affine", "calibration_steps": 2},
-    "explore_0.05": {"filter.explore_rate": 0.05},
-    "explore_0.1": {"filter.explore_rate": 0.1},
+    # One change each on top of the paper's estimator.
+    "paper_lr_1e-3": {"lr": 1e-3},
+    "paper_2_updates": {"updates_per_step": 2},
+    "paper_replay_2x2": {"updates_per_step": 2, "replay_steps": 2},
+    "paper_calibrated": {"calibration": "affine", "calibration_steps": 4},
+    "paper_explore_0.05": {"filter.explore_rate": 0.05},
 }
 BASELINES = ("uniform", "oracle_true", "oracle_text")
 DEFAULT_SELECTORS = (*BASELINES, "paper", "defaults")
@@ -688,21 +687,34 @@ def resolve_backbone(name: str, tmp: str) -> str:
 
 
 def run_workload(
-    workload: Workload, selectors: Sequence[str], settings: SimSettings, backbone_dir: str, progress=False
+    workload: Workload,
+    selectors: Sequence[str],
+    settings: SimSettings,
+    backbone_dir: str,
+    progress: bool = False,
+    on_selector_done: Callable[[dict], None] | None = None,
 ) -> dict:
+    """Every selector on one workload; ``on_selector_done(result so far)`` after each."""
     pool = make_pool(workload, settings.pool_size, settings.seed)
     policy = SimPolicy(workload, pool, settings.seed)
-    records, summaries = {}, {}
+    result: dict = {"records": {}, "summaries": {}}
     for name in selectors:
         t0 = time.perf_counter()
         selector = build_selector(name, pool, policy, settings, backbone_dir)
-        records[name] = run_selector(selector, policy, settings, progress=progress)
-        summaries[name] = summarize(records[name], settings)
-        summaries[name]["wall_s"] = time.perf_counter() - t0
+        result["records"][name] = run_selector(selector, policy, settings, progress=progress)
+        summary = summarize(result["records"][name], settings)
+        summary["wall_s"] = time.perf_counter() - t0
+        result["summaries"][name] = summary
+        add_gains(result["summaries"])
         if progress:
-            print(f"  {workload.name}/{name}: {summaries[name]['wall_s']:.0f}s", file=sys.stderr, flush=True)
-    add_gains(summaries)
-    return {"records": records, "summaries": summaries}
+            print(
+                f"  {workload.name}/{name}: {summary['wall_s']:.0f}s, gain {summary['gain']:.2f}x",
+                file=sys.stderr,
+                flush=True,
+            )
+        if on_selector_done:
+            on_selector_done(result)
+    return result
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -765,12 +777,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"warm-up {settings.warmup} steps (not measured); max_scan {settings.scan_factor} x batch; "
         f"backbone {settings.backbone}; seed {settings.seed}"
     )
-    results = {}
+    results: dict[str, dict] = {}
+
+    def save_json() -> None:
+        # Rewritten after every selector, so a run cut short (a time limit) keeps what it finished.
+        if not args.json:
+            return
+        payload = {
+            "settings": dataclasses.asdict(settings),
+            "machine": machine_description(),
+            "workloads": {w: {"workload": dataclasses.asdict(WORKLOADS[w]), **r} for w, r in results.items()},
+        }
+        tmp_path = f"{args.json}.tmp"
+        with open(tmp_path, "w") as f:
+            json.dump(payload, f)
+        os.replace(tmp_path, args.json)
+
     with tempfile.TemporaryDirectory() as tmp:
         backbone_dir = resolve_backbone(args.backbone, tmp)
         for w in workloads:
             wl = WORKLOADS[w]
-            results[w] = run_workload(wl, selectors, settings, backbone_dir, progress=args.progress)
+
+            def partial(result: dict, w: str = w) -> None:
+                results[w] = result
+                save_json()
+
+            results[w] = run_workload(
+                wl, selectors, settings, backbone_dir, progress=args.progress, on_selector_done=partial
+            )
             print(f"\n## {w}: {wl.description}")
             print(format_table(results[w]["summaries"]))
             for name in ("defaults", "paper"):
@@ -782,15 +816,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if write_png(args.png, results, settings):
             print(f"\nPNG: {args.png}")
     if args.json:
-        payload = {
-            "settings": dataclasses.asdict(settings),
-            "machine": machine_description(),
-            "workloads": {w: {"workload": dataclasses.asdict(WORKLOADS[w]), **r} for w, r in results.items()},
-        }
-        tmp_path = f"{args.json}.tmp"
-        with open(tmp_path, "w") as f:
-            json.dump(payload, f)
-        os.replace(tmp_path, args.json)
+        save_json()
         print(f"JSON: {args.json}")
     return 0
 

@@ -45,6 +45,11 @@ WARMUP_STEPS=${WARMUP_STEPS:-100}
 WINDOW=${WINDOW:-"[0.15,0.85]"}
 EXPLORE_RATE=${EXPLORE_RATE:-0.0}
 EST_DTYPE=${EST_DTYPE:-float32}
+# The paper's estimator, where depo_trainer.yaml's measured defaults differ (docs/estimator.md):
+# ours are EST_LR=1e-3 EST_UPDATES_PER_STEP=2 EST_CALIBRATION=affine.
+EST_UPDATES_PER_STEP=${EST_UPDATES_PER_STEP:-1}
+EST_REPLAY_STEPS=${EST_REPLAY_STEPS:-1}
+EST_CALIBRATION=${EST_CALIBRATION:-none}
 
 # ---- policy optimisation (authors' 7B launcher) ----------------------------------------------
 TRAIN_BATCH=${TRAIN_BATCH:-128}
@@ -97,6 +102,9 @@ $PYTHON -m recipe.depo.main_depo \
   depo.estimator.ranking_threshold="$RANKING_THRESHOLD" \
   depo.estimator.ranking_margin="$RANKING_MARGIN" \
   depo.estimator.dtype="$EST_DTYPE" \
+  depo.estimator.updates_per_step="$EST_UPDATES_PER_STEP" \
+  depo.estimator.replay_steps="$EST_REPLAY_STEPS" \
+  depo.estimator.calibration="$EST_CALIBRATION" \
   algorithm.adv_estimator="$ADV_ESTIMATOR" \
   algorithm.use_kl_in_reward=false \
   algorithm.filter_groups.enable="$DYNAMIC_SAMPLING" \
