@@ -166,7 +166,9 @@ def test_warmup_keeps_every_drawn_prompt(trainer):
     texts = _texts(batch)
     assert [t for t, _ in kept] == texts
     assert all("+" in t and "What is" not in t and "boxed" not in t for t in texts)
-    np.testing.assert_allclose(_predict(trainer, texts), [a.prediction for _, a in kept], rtol=1e-6)
+    # Not bitwise: scored in other batches, so other padding; the calibration map's slope scales
+    # that float noise in the logits (~1e-7) up to ~1e-5 in probability.
+    np.testing.assert_allclose(_predict(trainer, texts), [a.prediction for _, a in kept], atol=1e-4)
     m = trainer._intake_metrics()
     assert m["depo/warmup_active"] == 1.0 and m["depo/survival_rate"] == 1.0 and m["depo/kept_warmup"] == BATCH
 
