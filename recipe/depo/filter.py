@@ -96,6 +96,17 @@ class Selection:
         return [a.key for a in self.kept]
 
 
+def scan_stats(predictions: Sequence[float], low: float, high: float) -> dict[str, float]:
+    """Mean and spread of the predictions over every scanned prompt, and the share inside the
+    window [low, high]: what the estimator says about the data, not only about what it kept.
+    NaN for all three when nothing was scanned."""
+    values = np.asarray(list(predictions), dtype=np.float64)
+    if values.size == 0:
+        return {"mean": float("nan"), "std": float("nan"), "in_window": float("nan")}
+    in_window = (values >= low) & (values <= high)
+    return {"mean": float(values.mean()), "std": float(values.std()), "in_window": float(in_window.mean())}
+
+
 class DifficultyFilter:
     def __init__(self, config: FilterConfig) -> None:
         self.config = config

@@ -48,10 +48,11 @@ from verl.utils.debug import marked_timer
 
 from recipe.depo import advantage as depo_advantage  # noqa: F401  (registers grpo_depo)
 from recipe.depo.advantage import group_fraction, zero_adv_group_flags
-from recipe.depo.filter import REASONS, Admitted, Candidate, DifficultyFilter
+from recipe.depo.estimator.losses import distill_target
+from recipe.depo.filter import REASONS, Admitted, Candidate, DifficultyFilter, scan_stats
 from recipe.depo.fsutil import publish_dir
 from recipe.depo.labels import LabelError, build_labels, correctness, prompt_text, response_mean_logprob
-from recipe.depo.validation import validate
+from recipe.depo.validation import check_resume_settings, validate
 
 logger = logging.getLogger(__name__)
 logger.setLevel(os.getenv("VERL_LOGGING_LEVEL", "INFO"))
@@ -126,6 +127,8 @@ class _StepIntake:
 
     scanned: int = 0
     scanned_in_window: int = 0
+    # Predictions of every prompt scanned this step (kept or not).
+    scanned_predictions: list[float] = field(default_factory=list)
     kept: list[Admitted] = field(default_factory=list)
     carried_in: int = 0
     cap_hit: bool = False
@@ -245,6 +248,7 @@ class DEPOTrainer(PPOTrainerSync):
         intake = self._intake
         intake.scanned += len(selection.scanned)
         intake.scanned_in_window += sum(self.depo_filter.in_window(c.prediction) for c in selection.scanned)
+        intake.scanned_predictions.extend(c.prediction for c in selection.scanned)
         intake.kept.extend(selection.kept)
         intake.carried_in += selection.carried_in
         intake.cap_hit |= selection.scan_cap_hit
@@ -357,6 +361,9 @@ class DEPOTrainer(PPOTrainerSync):
             out.update({f"depo/estimator/{k}": float(v) for k, v in est.items()})
         preds = np.array([self._step_prompts[u][1].prediction for u in labels.uids])
         out["depo/target_mean"] = float(labels.mean_k.mean())
+        # The distill head's target (the actor's confidence), as the estimator sees it.
+        if usable.any():
+            out["depo/distill_target_mean"] = float(distill_target(torch.from_numpy(labels.avg_logprob[usable])).mean())
         # Calibration of the predictions the filter acted on (eval mode, before this update).
         out["depo/calib_mae"] = float(np.abs(preds - labels.mean_k).mean())
         out["depo/spearman"] = _spearman(preds, labels.mean_k) if len(preds) > 1 else float("nan")
@@ -385,6 +392,17 @@ class DEPOTrainer(PPOTrainerSync):
         }
         for reason in REASONS:
             out[f"depo/kept_{reason}"] = sum(1 for a in intake.kept if a.reason == reason)
+        # Over every scanned prompt, warm-up included: the kept ones alone hide what is rejected.
+        cfg = self.depo_filter.config
+        scan = scan_stats(intake.scanned_predictions, cfg.low, cfg.high)
+        out["depo/scanned_pred_mean"] = scan["mean"]
+        out["depo/scanned_pred_std"] = scan["std"]
+        out["depo/scanned_in_window"] = scan["in_window"]
+        # Cumulative over the run (the counters are checkpointed). Every drawn prompt is scanned,
+        # so this counts real passes over the data; verl's training/epoch counts steps instead.
+        scanned_total = self.depo_filter.counters["scanned"]
+        out["depo/prompts_scanned_total"] = scanned_total
+        out["depo/dataset_passes"] = scanned_total / len(self.train_dataset)
         return out
 
     # ------------------------------------------------------------------ checkpoints
@@ -437,6 +455,9 @@ class DEPOTrainer(PPOTrainerSync):
         state_dir = os.path.join(folder, STATE_DIR)
         if os.path.isfile(os.path.join(state_dir, "state.json")):
             self._depo_resume_dir = state_dir
+            # Before the estimator worker starts: refuse what cannot apply, say what changed.
+            for change in check_resume_settings(state_dir, dict(self.depo.estimator), self.depo.filter):
+                logger.warning(f"DEPO resumes from {state_dir} with a changed setting: {change}")
         elif self.depo.require_state:
             raise RuntimeError(
                 f"resuming from {folder}, which holds no DEPO state ({STATE_DIR}/): the estimator and the "

@@ -8,6 +8,7 @@ is and what would be valid. Called by the entry point before Ray starts and agai
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -290,3 +291,37 @@ def validate(config: DictConfig) -> DEPOSettings:
         raise _err("depo.labels.text_source", f"must be 'auto', 'user' or 'extra_info.<key>', got {text_source!r}")
     _check_reward(config)
     return settings
+
+
+def check_resume_settings(state_dir: str, estimator: dict, filter_config: FilterConfig) -> list[str]:
+    """Compare the estimator and filter settings saved in a DEPO state directory with the run's.
+
+    An estimator change that cannot apply to trained weights (backbone, pooling, head shape,
+    freezing the encoder) is a ``DEPOConfigError`` naming ``depo.estimator.<key>``, raised before
+    any worker starts. Every other change is returned, one line per key, for the caller to log:
+    the estimator worker applies its changes as it loads the checkpoint, and the filter is built
+    from the run's settings (only its queue, counters and RNG come from the checkpoint).
+    """
+    from recipe.depo.estimator import EstimatorConfig, resume_changes
+
+    with open(os.path.join(state_dir, "estimator", "config.json")) as f:
+        saved_estimator = json.load(f)
+    applied, refused = resume_changes(saved_estimator, EstimatorConfig.from_dict(estimator).to_dict())
+    if refused:
+        raise DEPOConfigError(f"depo.estimator.{refused[0]} (resuming from {state_dir})")
+    changes = [f"depo.estimator.{line}" for line in applied]
+    with open(os.path.join(state_dir, "state.json")) as f:
+        saved = json.load(f)["filter"]["config"]
+    now = filter_config
+    pairs = [
+        ("window", [saved["low"], saved["high"]], [now.low, now.high]),
+        ("warmup_steps", saved["warmup_steps"], now.warmup_steps),
+        ("explore_rate", saved["explore_rate"], now.explore_rate),
+        ("max_scan", saved["max_scan"], now.max_scan),
+        ("seed", saved["seed"], now.seed),
+    ]
+    for key, before, after in pairs:
+        if before != after:
+            effect = "no effect: the exploration RNG resumes from the checkpoint" if key == "seed" else "applied"
+            changes.append(f"depo.filter.{key}: {before!r} in the checkpoint, {after!r} now ({effect})")
+    return changes

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from recipe.depo.filter import EXPLORE, FILL, WARMUP, WINDOW, Candidate, DifficultyFilter, FilterConfig
+from recipe.depo.filter import EXPLORE, FILL, WARMUP, WINDOW, Candidate, DifficultyFilter, FilterConfig, scan_stats
 
 
 class Source:
@@ -140,3 +140,12 @@ def test_bad_inputs_fail_clearly():
         f.select(1, step=1, draw=lambda k: [])
     assert make().select(0, step=1, draw=Source([0.5])).kept == []
     assert np.isclose(FilterConfig(low=0.15, high=0.85).centre, 0.5)
+
+
+def test_scan_stats_over_every_scanned_prediction_by_hand():
+    stats = scan_stats([0.1, 0.5, 0.9, 0.3], low=0.2, high=0.8)
+    # mean 0.45; deviations -0.35, 0.05, 0.45, -0.15: variance (0.1225+0.0025+0.2025+0.0225)/4 = 0.0875
+    assert stats["mean"] == pytest.approx(0.45) and stats["std"] == pytest.approx(0.0875**0.5)
+    assert stats["in_window"] == 0.5  # 0.5 and 0.3; bounds are inclusive
+    assert scan_stats([0.2, 0.8], 0.2, 0.8)["in_window"] == 1.0
+    assert all(np.isnan(v) for v in scan_stats([], 0.2, 0.8).values())

@@ -171,6 +171,13 @@ def test_warmup_keeps_every_drawn_prompt(trainer):
     np.testing.assert_allclose(_predict(trainer, texts), [a.prediction for _, a in kept], atol=1e-4)
     m = trainer._intake_metrics()
     assert m["depo/warmup_active"] == 1.0 and m["depo/survival_rate"] == 1.0 and m["depo/kept_warmup"] == BATCH
+    # Over all 6 scanned prompts (warm-up keeps everything, so their own in-window share shows).
+    scanned = trainer._intake.scanned_predictions
+    assert len(scanned) == 6 and m["depo/scanned_pred_mean"] == pytest.approx(np.mean(scanned))
+    assert m["depo/scanned_in_window"] == pytest.approx(np.mean([0.15 <= p <= 0.85 for p in scanned]))
+    total = trainer.depo_filter.counters["scanned"]
+    assert m["depo/prompts_scanned_total"] == total and total >= 6
+    assert m["depo/dataset_passes"] == pytest.approx(total / len(trainer.train_dataset))
 
 
 def test_after_warmup_every_kept_prompt_is_in_window_with_carry_over(trainer):
@@ -313,6 +320,7 @@ def test_labels_by_uid_from_a_shuffled_rollout_update_the_estimator(trainer):
     assert dict(zip(texts, mean_k.tolist())) == pytest.approx(expected)
     np.testing.assert_allclose(avg_lp, -0.5)
     assert metrics["depo/target_mean"] == pytest.approx(0.5)
+    assert metrics["depo/distill_target_mean"] == pytest.approx(np.exp(-0.5), rel=1e-6)
     assert metrics["depo/estimator/num_updates"] == before + 1
     assert real_call("describe")["num_updates"] == before + 1
     for key in ("depo/calib_mae", "depo/spearman", "depo/estimator/loss", "depo/estimator/ranking_loss"):
