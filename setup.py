@@ -15,6 +15,7 @@ setup(
     name="depo-verl",
     version="0.1.0",
     description="DEPO: Difficulty-Estimated Policy Optimization, a verl recipe",
+    license="Apache-2.0",
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.10,<3.13",
@@ -33,7 +34,9 @@ setup(
         "tqdm",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-timeout"],
+        # ruff runs in CI before the tests (.ci/run; settings in ruff.toml). Pinned: its formatter's
+        # output changes between releases, and `ruff format --check` must not fail on that alone.
+        "test": ["pytest>=8", "pytest-timeout", "ruff==0.17.6"],
         # GPU clusters: the inference engine verl 0.9.1 pairs with. Never install this on CPU.
         "gpu": [f"verl[vllm]{VERL_PIN}"],
     },
