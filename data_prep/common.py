@@ -284,7 +284,7 @@ def as_plain(value: Any) -> Any:
 def user_message(prompt: Any) -> str | None:
     """The user turn of a verl chat prompt (list of {"role","content"}), or a plain string prompt;
     stripped, None when there is none."""
-    text = last_user_message(as_plain(prompt))
+    text = last_user_message(as_plain(prompt), skip_empty=True)
     return text.strip() or None if text is not None else None
 
 

@@ -22,9 +22,10 @@ def content_text(content: Any) -> str:
     return ""
 
 
-def last_user_message(prompt: Any) -> str | None:
-    """The text of the last user message that has any, a plain string prompt as is, else None.
-    Arrays (a parquet cell read by pandas or verl) count as lists."""
+def last_user_message(prompt: Any, skip_empty: bool = False) -> str | None:
+    """The text of the last user message (with ``skip_empty``: the last one that has any text), a
+    plain string prompt as is, else None. Arrays (a parquet cell read by pandas or verl) count as
+    lists."""
     if isinstance(prompt, str):
         return prompt
     if hasattr(prompt, "tolist"):
@@ -34,6 +35,6 @@ def last_user_message(prompt: Any) -> str | None:
     for message in reversed(prompt):
         if isinstance(message, Mapping) and message.get("role") == "user":
             text = content_text(message.get("content"))
-            if text.strip():
+            if text.strip() or not skip_empty:
                 return text
     return None

@@ -65,7 +65,7 @@ def user_message_text(raw_prompt: Any) -> str:
     text = last_user_message(raw_prompt)
     if text is None:
         raise LabelError(
-            f"raw_prompt ({type(raw_prompt).__name__}) has no user message with text: the estimator has no "
+            f"raw_prompt ({type(raw_prompt).__name__}) has no message with role 'user': the estimator has no "
             "problem text to read"
         )
     return text

@@ -67,15 +67,15 @@ def test_prompt_text_is_the_user_message_not_the_template():
     assert prompt_text(raw, {"question": "2+3"}, source="extra_info.question") == "2+3"
     parts = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Count the dots."}]}]
     assert user_message_text(parts) == "Count the dots."
-    with pytest.raises(LabelError, match="no user message"):
+    with pytest.raises(LabelError, match="no message with role 'user'"):
         user_message_text([{"role": "system", "content": "x"}])
-    # the one parser data_prep shares: arrays from parquet count as lists, empty turns are skipped
+    # the one parser data_prep shares: arrays from parquet count as lists; data_prep skips empty turns
     import numpy as np
 
     from data_prep.common import user_message
 
     turns = np.array([{"role": "user", "content": " 1+1 "}, {"role": "user", "content": ""}], dtype=object)
-    assert user_message_text(turns) == " 1+1 " and user_message(turns) == "1+1"
+    assert user_message_text(turns) == "" and user_message(turns) == "1+1"  # the estimator then refuses ""
     assert user_message([{"role": "system", "content": "x"}]) is None
     with pytest.raises(LabelError, match=r"depo\.labels\.text_source"):
         prompt_text(raw, {}, source="extra_info.question")
