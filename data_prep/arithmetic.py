@@ -5,7 +5,7 @@ the answer an exact integer scored by ``recipe.depo.reward.compute_score`` from 
 ``extra_info.question`` the bare problem and ``extra_info.tier`` its tier.
 
 Tiers go from one-digit sums to multi-term multi-digit expressions. The tiny warm-started policy
-(``recipe.depo.cpu.tiny_policy``) answers without working, digit by digit from the left, so
+(``recipe.depo.demo.tiny_policy``) answers without working, digit by digit from the left, so
 carries it cannot see ahead make the upper tiers hard: after warm-up the lowest tiers are
 (almost) always solved, the highest (almost) never, and the middle ones sometimes -- the mix of
 easy, impossible and informative prompts DEPO is meant to sort out.

@@ -22,6 +22,8 @@ from typing import Any
 
 import pandas as pd
 
+from recipe.depo.chat import last_user_message
+
 REQUIRED_COLUMNS = ("data_source", "prompt", "ability", "reward_model", "extra_info")
 
 # One instruction for every boxed-answer set (the five evaluation sets, OR1, NT): the reward
@@ -280,15 +282,10 @@ def as_plain(value: Any) -> Any:
 
 
 def user_message(prompt: Any) -> str | None:
-    """The user turn of a verl chat prompt (list of {"role","content"}), or a plain string prompt."""
-    prompt = as_plain(prompt)
-    if isinstance(prompt, str):
-        return prompt.strip() or None
-    if isinstance(prompt, list):
-        for message in reversed(prompt):
-            if isinstance(message, dict) and message.get("role") == "user" and not is_missing(message.get("content")):
-                return str(message["content"]).strip()
-    return None
+    """The user turn of a verl chat prompt (list of {"role","content"}), or a plain string prompt;
+    stripped, None when there is none."""
+    text = last_user_message(as_plain(prompt), skip_empty=True)
+    return text.strip() or None if text is not None else None
 
 
 _CJK_RE = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3000-\u303f\uff00-\uffef]")

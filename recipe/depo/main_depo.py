@@ -73,8 +73,9 @@ def main(config: DictConfig) -> None:
     try:
         validate(config)
     except DEPOConfigError as exc:
-        # A config mistake is the user's to fix: one line naming the key, no traceback.
-        raise SystemExit(f"depo: invalid config: {exc}") from None
+        # A config mistake is the user's to fix: one line per problem naming its key, no traceback.
+        lines = [f"depo: invalid config: {key}: {message}" for key, message in exc.problems]
+        raise SystemExit("\n".join(lines)) from None
     run_depo(config)
 
 

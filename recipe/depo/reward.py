@@ -13,7 +13,7 @@ returned dict into ``reward_extra_info``. So every call returns the same keys wi
 types (``score`` float, ``acc`` float, ``pred`` str): the DEPO trainer reads ``acc`` as the
 response's correctness, and a key missing from some responses would misalign those lists.
 
-Two answer conventions:
+Three answer conventions:
 
 * ``answer_line`` (``math_dapo``): DAPO-Math-17k's template asks for a last line
   ``Answer: $Answer``. Extraction and the +1/-1 score follow verl's own ``math_dapo`` scorer so a
