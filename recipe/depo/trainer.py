@@ -49,7 +49,7 @@ from verl.utils.debug import marked_timer
 from recipe.depo import advantage as depo_advantage  # noqa: F401  (registers grpo_depo)
 from recipe.depo.advantage import group_fraction, zero_adv_group_flags
 from recipe.depo.filter import REASONS, Admitted, Candidate, DifficultyFilter
-from recipe.depo.fsutil import publish_dir
+from recipe.depo.fsutil import publish_dir, read_json
 from recipe.depo.labels import LabelError, build_labels, correctness, prompt_text, response_mean_logprob
 from recipe.depo.validation import validate
 
@@ -447,8 +447,7 @@ class DEPOTrainer(PPOTrainerSync):
             logger.warning(f"{folder} has no DEPO state; estimator and filter start fresh")
 
     def _load_filter_state(self, state_dir: str) -> None:
-        with open(os.path.join(state_dir, "state.json")) as f:
-            state = json.load(f)
+        state = read_json(os.path.join(state_dir, "state.json"), "DEPO filter state")
         if state.get("format_version") != STATE_FORMAT_VERSION:
             raise RuntimeError(f"{state_dir}: DEPO state format {state.get('format_version')!r} is not supported")
         self.depo_filter.load_state_dict(state["filter"])
