@@ -22,7 +22,7 @@ import torch
 from omegaconf import DictConfig
 from verl.utils.checkpoint.checkpoint_manager import find_latest_ckpt_path
 
-from recipe.depo.fsutil import publish_dir
+from recipe.depo.fsutil import publish_dir, read_json
 
 if TYPE_CHECKING:
     from recipe.depo.intake import PromptIntake
@@ -94,8 +94,7 @@ def estimator_dir(state_dir: str) -> str:
 
 def restore(state_dir: str, intake: PromptIntake) -> None:
     """Put the filter's state and the carried rows saved in ``state_dir`` back into ``intake``."""
-    with open(os.path.join(state_dir, "state.json")) as f:
-        state = json.load(f)
+    state = read_json(os.path.join(state_dir, "state.json"), "DEPO filter state")
     if state.get("format_version") != STATE_FORMAT_VERSION:
         raise RuntimeError(
             f"{state_dir}: DEPO state format {state.get('format_version')!r} is not supported "

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..fsutil import publish_dir
+from ..fsutil import publish_dir, read_json
 from .config import EstimatorConfig
 from .losses import distill_loss, objective, ranking_loss, ranking_pair_mask, score_loss
 from .model import DifficultyEstimator
@@ -439,14 +439,12 @@ class OnlineEstimator:
         ``device``/``dtype`` override the saved config (e.g. a bfloat16 GPU checkpoint read on CPU
         needs ``device="cpu", dtype="float32"``); weights are float32 either way.
         """
-        with open(os.path.join(path, "config.json")) as f:
-            values = json.load(f)
+        values = read_json(os.path.join(path, "config.json"), "estimator config")
         if device is not None:
             values["device"] = device
         if dtype is not None:
             values["dtype"] = dtype
-        with open(os.path.join(path, "state.json")) as f:
-            state = json.load(f)
+        state = read_json(os.path.join(path, "state.json"), "estimator checkpoint state")
         if state.get("format_version") != CHECKPOINT_FORMAT_VERSION:
             raise ValueError(
                 f"{path}: checkpoint format_version {state.get('format_version')!r}, "
