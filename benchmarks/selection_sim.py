@@ -56,6 +56,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
+from recipe.depo.estimator.config import EstimatorConfig  # noqa: E402
 from recipe.depo.filter import Candidate, DifficultyFilter, FilterConfig  # noqa: E402
 
 # ----------------------------------------------------------------------------- the task
@@ -369,18 +370,12 @@ class DepoSelector(FilterSelector):
 # The paper's estimator and filter (authors' launcher values, notes/paper.md); every variant is
 # "paper + these overrides". Keys prefixed "filter." go to FilterConfig, the rest to
 # EstimatorConfig. "defaults" is read from depo_trainer.yaml, so it is what a user gets.
+# Every field of the authors' estimator, so a later change of the shipped defaults cannot leak
+# into the "paper" rows.
 PAPER_ESTIMATOR = {
-    "hidden_dims": (256,),
-    "lr": 2e-4,
-    "backbone_lr_scale": 0.2,
-    "w_distill": 0.5,
-    "w_ranking": 3.0,
-    "ranking_threshold": 0.05,
-    "ranking_margin": 0.5,
-    "micro_batch_size": 8,
-    "grad_clip": 1.0,
+    k: v for k, v in EstimatorConfig.paper(backbone="x").to_dict().items() if k not in ("backbone", "_target_")
 }
-PAPER_FILTER = {"low": 0.15, "high": 0.85, "explore_rate": 0.0}
+PAPER_FILTER = {"window": (0.15, 0.85), "explore_rate": 0.0}
 
 VARIANTS: dict[str, dict] = {
     "paper": {},
@@ -407,11 +402,10 @@ def yaml_defaults() -> dict:
     est = OmegaConf.to_container(cfg.depo.estimator, resolve=True)
     flt = OmegaConf.to_container(cfg.depo.filter, resolve=True)
     # Not estimator behaviour: where it runs, which encoder (the benchmark's --backbone), numerics.
-    for key in ("placement", "backbone", "device", "dtype", "seed", "predict_batch_size", "max_length"):
+    for key in ("_target_", "placement", "backbone", "device", "dtype", "seed", "predict_batch_size", "max_length"):
         est.pop(key, None)
     out = dict(est)
-    low, high = flt["window"]
-    out.update({"filter.low": float(low), "filter.high": float(high), "filter.explore_rate": flt["explore_rate"]})
+    out.update({"filter.window": tuple(flt["window"]), "filter.explore_rate": flt["explore_rate"]})
     return out
 
 

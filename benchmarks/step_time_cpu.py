@@ -26,7 +26,7 @@ from statistics import mean
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from recipe.depo.cpu.summarize import read_metrics, training_steps, zero_advantage_share  # noqa: E402
+from recipe.depo.demo.summarize import read_metrics, training_steps, zero_advantage_share  # noqa: E402
 
 # (label, metric key): verl's own timers plus DEPO's intake scoring and estimator update
 PHASES = [

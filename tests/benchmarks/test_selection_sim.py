@@ -138,7 +138,7 @@ def test_variants_parse_and_defaults_come_from_the_yaml(sim):
     assert est["lr"] == 1e-3 and est["head"] == "residual" and flt["explore_rate"] == 0.1
     est, flt = sim.variant_settings("defaults")
     assert "backbone" not in est and "placement" not in est
-    assert (flt["low"], flt["high"]) == (0.15, 0.85)
+    assert tuple(flt["window"]) == (0.15, 0.85)
     with pytest.raises(ValueError, match="unknown selector"):
         sim.variant_settings("nonsense")
 

@@ -5,8 +5,8 @@ import pytest
 from recipe.depo.estimator import EstimatorConfig
 
 
-def test_defaults_are_the_authors_launcher_values():
-    cfg = EstimatorConfig()
+def test_paper_preset_is_the_authors_launcher_values():
+    cfg = EstimatorConfig.paper()
     assert cfg.backbone == "distilbert-base-uncased"
     assert (cfg.lr, cfg.backbone_lr_scale, cfg.micro_batch_size) == (2e-4, 0.2, 8)
     assert (cfg.w_distill, cfg.w_ranking, cfg.ranking_threshold, cfg.ranking_margin) == (0.5, 3.0, 0.05, 0.5)

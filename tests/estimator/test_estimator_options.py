@@ -37,7 +37,7 @@ OTHER_LP = np.array([-0.3, -0.5, -0.8, -1.5], dtype=np.float32)
 def make(backbone, **overrides):
     values = {"backbone": backbone, "hidden_dims": (16,), "micro_batch_size": 3, "predict_batch_size": 3}
     values.update(overrides)
-    return OnlineEstimator(EstimatorConfig(**values))
+    return OnlineEstimator(EstimatorConfig.paper(**values))
 
 
 def params(est):
@@ -54,10 +54,14 @@ def assert_same_params(a, b, atol=0.0):
 
 
 # ----------------------------------------------------------------------------- config
-def test_paper_is_the_dataclass_default():
-    cfg = EstimatorConfig()
-    assert (cfg.updates_per_step, cfg.replay_steps, cfg.calibration) == (1, 1, "none")
-    assert cfg.head == "mlp" and cfg.ranking_divide_by_micro_batches is False
+def test_paper_preset_is_the_authors_estimator_and_the_defaults_differ_only_where_measured():
+    paper = EstimatorConfig.paper()
+    assert (paper.lr, paper.updates_per_step, paper.replay_steps, paper.calibration) == (2e-4, 1, 1, "none")
+    assert paper.head == "mlp" and paper.ranking_divide_by_micro_batches is False
+    shipped = EstimatorConfig()
+    differ = {k for k, v in paper.to_dict().items() if shipped.to_dict()[k] != v}
+    assert differ == {"lr", "updates_per_step", "calibration"}
+    assert EstimatorConfig.paper(lr=5e-4).lr == 5e-4
 
 
 @pytest.mark.parametrize(
@@ -188,7 +192,7 @@ def test_checkpoint_round_trip_with_replay_and_calibration(tiny_encoder, tmp_pat
     est.update(OTHER, OTHER_K, None)
     path = est.save(str(tmp_path / "ckpt"))
     with open(os.path.join(path, "replay.json")) as f:
-        saved = json.load(f)
+        saved = json.load(f)["entries"]
     assert [e["prompts"] for e in saved] == [PROMPTS, OTHER] and saved[1]["avg_logprob"] is None
     loaded = OnlineEstimator.load(path)
     assert loaded.calibration == est.calibration and loaded.num_optimizer_steps == 4
@@ -278,3 +282,23 @@ def test_affine_calibration_is_scale_free():
     # A strong prior keeps the identity (slope sd z in standardised units is a = 1).
     a, b = fit_calibration(1e-3 * u, labels, "affine", prior=1e9)
     assert a == pytest.approx(1.0, abs=1e-3) and b == pytest.approx(0.0, abs=1e-3)
+
+
+@pytest.mark.parametrize(
+    "damage,match",
+    [
+        (lambda d: os.remove(os.path.join(d, "replay.json")), "replay.json"),
+        (
+            lambda d: open(os.path.join(d, "replay.json"), "w").write('{"entries": [{"prompts": ["a"]}]}'),
+            "label history",
+        ),
+        (lambda d: open(os.path.join(d, "replay.json"), "w").write("{trunc"), "replay.json"),
+    ],
+)
+def test_damaged_label_history_is_named(tiny_encoder, tmp_path, damage, match):
+    est = make(tiny_encoder, calibration="bias")
+    est.update(PROMPTS, MEAN_K, LOGPROB)
+    path = est.save(str(tmp_path / "ckpt"))
+    damage(path)
+    with pytest.raises(ValueError, match=match):
+        OnlineEstimator.load(path)

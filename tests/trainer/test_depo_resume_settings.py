@@ -6,9 +6,10 @@ import os
 
 import pytest
 
+from recipe.depo.checkpoint import check_settings
+from recipe.depo.config_fields import DEPOConfigError
 from recipe.depo.estimator import EstimatorConfig, OnlineEstimator, build_tiny_encoder
 from recipe.depo.filter import DifficultyFilter, FilterConfig
-from recipe.depo.validation import DEPOConfigError, check_resume_settings
 
 
 @pytest.fixture(scope="module")
@@ -16,30 +17,34 @@ def state_dir(tmp_path_factory):
     """A DEPO state directory as the trainer writes it: estimator/ plus state.json."""
     root = tmp_path_factory.mktemp("resume")
     encoder = build_tiny_encoder(str(root / "encoder"))
-    config = EstimatorConfig(backbone=encoder, hidden_dims=(16,))
+    config = EstimatorConfig.paper(backbone=encoder, hidden_dims=(16,))
     folder = root / "depo"
     OnlineEstimator(config).save(str(folder / "estimator"))
-    flt = DifficultyFilter(FilterConfig(low=0.15, high=0.85, warmup_steps=5, explore_rate=0.0, max_scan=64, seed=0))
+    flt = DifficultyFilter(FilterConfig(window=(0.15, 0.85), warmup_steps=5, explore_rate=0.0, max_scan=64, seed=0))
     with open(folder / "state.json", "w") as f:
         json.dump({"format_version": 1, "global_steps": 3, "filter": flt.state_dict()}, f)
-    return str(folder), config.to_dict()
+    return str(folder), config
 
 
 def same_filter(**changes):
-    values = dict(low=0.15, high=0.85, warmup_steps=5, explore_rate=0.0, max_scan=64, seed=0)
+    values = dict(window=(0.15, 0.85), warmup_steps=5, explore_rate=0.0, max_scan=64, seed=0)
     values.update(changes)
     return FilterConfig(**values)
 
 
+def changed(config, **values):
+    return EstimatorConfig.from_dict({**config.to_dict(), **values})
+
+
 def test_unchanged_settings_have_nothing_to_say(state_dir):
     folder, estimator = state_dir
-    assert check_resume_settings(folder, estimator, same_filter()) == []
+    assert check_settings(folder, estimator, same_filter()) == []
 
 
 def test_changed_settings_are_listed_by_key(state_dir):
     folder, estimator = state_dir
-    changes = check_resume_settings(
-        folder, {**estimator, "lr": 1e-3, "calibration": "affine"}, same_filter(high=0.9, seed=3)
+    changes = check_settings(
+        folder, changed(estimator, lr=1e-3, calibration="affine"), same_filter(window=(0.15, 0.9), seed=3)
     )
     assert changes == [
         "depo.estimator.calibration: 'none' in the checkpoint, 'affine' now (applied)",
@@ -53,5 +58,5 @@ def test_changed_settings_are_listed_by_key(state_dir):
 def test_weight_shaping_change_is_refused_naming_the_yaml_key(state_dir, key, value):
     folder, estimator = state_dir
     with pytest.raises(DEPOConfigError, match=rf"^depo\.estimator\.{key}: .* in the checkpoint"):
-        check_resume_settings(folder, {**estimator, key: value}, same_filter())
+        check_settings(folder, changed(estimator, **{key: value}), same_filter())
     assert os.path.isdir(folder)  # nothing touched

@@ -2,7 +2,7 @@
 
 from .calibration import apply_calibration, fit_calibration
 from .config import EstimatorConfig, resume_changes
-from .losses import distill_loss, ranking_loss, score_loss, total_loss
+from .losses import distill_loss, objective, ranking_loss, score_loss
 from .model import DifficultyEstimator
 from .online import OnlineEstimator, spearman
 from .tiny import build_tiny_encoder
@@ -14,7 +14,7 @@ __all__ = [
     "score_loss",
     "distill_loss",
     "ranking_loss",
-    "total_loss",
+    "objective",
     "spearman",
     "build_tiny_encoder",
     "fit_calibration",

@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..fsutil import publish_dir
+from ..fsutil import publish_dir, read_json
 from .calibration import IDENTITY, apply_calibration, fit_calibration
 from .config import EstimatorConfig, resume_changes
-from .losses import distill_loss, ranking_loss, ranking_pair_mask, score_loss
+from .losses import distill_loss, objective, ranking_loss, ranking_pair_mask, score_loss
 from .model import DifficultyEstimator
 
 logger = logging.getLogger(__name__)
@@ -53,11 +53,12 @@ class _Labelled:
 
     @classmethod
     def from_json(cls, entry: dict) -> _Labelled:
+        prompts = _check_prompts(entry["prompts"])
         logprob = entry.get("avg_logprob")
         return cls(
-            prompts=[str(p) for p in entry["prompts"]],
-            mean_k=np.asarray(entry["mean_k"], dtype=np.float32),
-            logprob=None if logprob is None else np.asarray(logprob, dtype=np.float32),
+            prompts=prompts,
+            mean_k=_check_mean_k(entry["mean_k"], len(prompts)),
+            logprob=None if logprob is None else _check_avg_logprob(logprob, len(prompts)),
         )
 
 
@@ -417,7 +418,7 @@ class OnlineEstimator:
             # ones the ranking gradient was taken at — and backpropagates
             # (|mb|/B) * score + (|mb with target|/B_target) * w_distill * distill
             # + <d ranking/d logits, logits>. The sum over micro-batches is the gradient of the
-            # full-batch total loss, with the ranking weight undivided (unless the authors'
+            # full-batch `objective`, with the ranking weight undivided (unless the authors'
             # division is asked for). Pass 1 is skipped when there is no ranking term, and when
             # the batch fits in one micro-batch (then the ranking loss joins the single graph).
             fused_ranking = use_ranking and len(batches) == 1
@@ -446,7 +447,7 @@ class OnlineEstimator:
                     weight = len(idx) / n
                     mb_labels = labels[idx].to(self.device)
                     s_loss = score_loss(s, mb_labels)
-                    objective = weight * s_loss
+                    mb_loss = weight * s_loss
                     mb_has = has_lp[idx]
                     if num_lp and bool(mb_has.any()):
                         rows = mb_has.to(self.device)
@@ -454,30 +455,32 @@ class OnlineEstimator:
                         d_weight = int(mb_has.sum()) / num_lp
                         distill_value += d_weight * float(d_loss.detach())
                         if use_distill:
-                            objective = objective + (d_weight * cfg.w_distill) * d_loss
+                            mb_loss = mb_loss + (d_weight * cfg.w_distill) * d_loss
                     if rank_grad is not None:
                         # Its value is not a loss, but its gradient is exactly the ranking
                         # term's gradient through this micro-batch's logits.
-                        objective = objective + (rank_grad[idx] * s).sum()
+                        mb_loss = mb_loss + (rank_grad[idx] * s).sum()
                     elif fused_ranking:
                         rank = ranking_loss(s, mb_labels, cfg.ranking_threshold, cfg.ranking_margin, groups[idx])
                         ranking_value = float(rank.detach())
-                        objective = objective + w_ranking * rank
+                        mb_loss = mb_loss + w_ranking * rank
                     score_value += weight * float(s_loss.detach())
-                    if not torch.isfinite(objective).item():
+                    if not torch.isfinite(mb_loss).item():
                         finite = False
                         break
-                    objective.backward()
+                    mb_loss.backward()
                     pre_logits[idx] = s.detach().cpu()
 
         if finite and not use_ranking and num_pairs > 0:
             # Ranking is off (w_ranking = 0) but still reported, from the logits we already have.
             ranking_value = float(ranking_loss(pre_logits, labels, cfg.ranking_threshold, cfg.ranking_margin, groups))
-        loss_value = score_value
-        if use_distill:
-            loss_value += cfg.w_distill * distill_value
-        if use_ranking:
-            loss_value += w_ranking * ranking_value
+        loss_value = objective(
+            score_value,
+            distill_value if use_distill else None,
+            ranking_value if use_ranking else 0.0,
+            w_distill=cfg.w_distill,
+            w_ranking=w_ranking,
+        )
 
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
         grad_norm = float("nan")
@@ -562,7 +565,7 @@ class OnlineEstimator:
                     f,
                 )
             with open(os.path.join(tmp, "replay.json"), "w") as f:
-                json.dump([entry.to_json() for entry in self._history], f)
+                json.dump({"entries": [entry.to_json() for entry in self._history]}, f)
             publish_dir(tmp, path)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -587,10 +590,8 @@ class OnlineEstimator:
         saved settings. ``device``/``dtype`` override either (e.g. a bfloat16 GPU checkpoint read
         on CPU needs ``device="cpu", dtype="float32"``); weights are float32 either way.
         """
-        with open(os.path.join(path, "config.json")) as f:
-            saved = EstimatorConfig.from_dict(json.load(f))
-        with open(os.path.join(path, "state.json")) as f:
-            state = json.load(f)
+        saved = EstimatorConfig.from_dict(read_json(os.path.join(path, "config.json"), "estimator config"))
+        state = read_json(os.path.join(path, "state.json"), "estimator checkpoint state")
         if state.get("format_version") not in READABLE_FORMAT_VERSIONS:
             raise ValueError(
                 f"{path}: checkpoint format_version {state.get('format_version')!r}, "
@@ -626,13 +627,20 @@ class OnlineEstimator:
         est.num_updates = int(state["num_updates"])
         est.num_optimizer_steps = int(state.get("num_optimizer_steps", state["num_updates"]))
         est.num_skipped = int(state.get("num_skipped", 0))
-        replay_file = os.path.join(path, "replay.json")
-        if os.path.isfile(replay_file):
-            with open(replay_file) as f:
-                est._history.extend(_Labelled.from_json(entry) for entry in json.load(f))
-        if new.calibration != "none":
-            a, b = state.get("calibration", IDENTITY)
-            est.calibration = (float(a), float(b))
+        if state["format_version"] >= 2:
+            replay_file = os.path.join(path, "replay.json")
+            replay = read_json(replay_file, "estimator label history")
+            try:
+                est._history.extend(_Labelled.from_json(entry) for entry in replay["entries"])
+                a, b = (float(v) for v in state["calibration"])
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ValueError(
+                    f"{path}: malformed label history or calibration ({type(exc).__name__}: {exc})"
+                ) from None
+            if not (math.isfinite(a) and math.isfinite(b)):
+                raise ValueError(f"{path}/state.json: calibration {state['calibration']!r} is not finite")
+            if new.calibration != "none":
+                est.calibration = (a, b)
         # A changed mode or window takes effect now, not one update late.
         if new.calibration != "none" and (new.calibration, new.calibration_steps, new.calibration_prior) != (
             saved.calibration,

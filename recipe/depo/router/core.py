@@ -86,7 +86,7 @@ def sweep(predicted_accuracy, small_accuracy, large_accuracy, thresholds: Sequen
 
 
 class DifficultyRouter:
-    """A trained DEPO estimator used as a router: ``stays_small(questions)`` per threshold."""
+    """A trained DEPO estimator used as a router: ``route(router.predict(questions), threshold)``."""
 
     def __init__(self, estimator, threshold: float = 0.5):
         route(np.zeros(0), threshold)  # validates the threshold
@@ -101,6 +101,3 @@ class DifficultyRouter:
 
     def predict(self, questions: list[str]) -> np.ndarray:
         return np.asarray(self.estimator.predict(list(questions)), dtype=np.float64)
-
-    def stays_small(self, questions: list[str]) -> np.ndarray:
-        return route(self.predict(questions), self.threshold)

@@ -2,7 +2,7 @@
 
 import json
 
-from recipe.depo.cpu import summarize
+from recipe.depo.demo import summarize
 
 
 def test_summary_from_verl_outputs(tmp_path):
@@ -42,7 +42,7 @@ def test_missing_files_do_not_crash(tmp_path):
 def test_depo_lines_from_trainer_metrics(tmp_path):
     import json
 
-    from recipe.depo.cpu.summarize import summarize
+    from recipe.depo.demo.summarize import summarize
 
     def step(i, warm, scanned, kept, saved, zero, mae):
         return {

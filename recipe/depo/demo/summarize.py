@@ -6,7 +6,7 @@ training step or validation) and, when present, the per-step rollout dumps writt
 from which it counts zero-advantage groups: prompts whose rollouts all got the same reward and so
 carry no GRPO gradient.
 
-    python -m recipe.depo.cpu.summarize --metrics RUN/metrics.jsonl [--rollouts RUN/rollouts]
+    python -m recipe.depo.demo.summarize --metrics RUN/metrics.jsonl [--rollouts RUN/rollouts]
 """
 
 from __future__ import annotations
