@@ -19,7 +19,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10,<3.13",
     packages=find_namespace_packages(include=["recipe.depo", "recipe.depo.*", "data_prep", "data_prep.*"]),
-    package_data={"recipe.depo": ["REQUIRED_VERL.txt", "config/*.yaml", "cpu/assets/*"]},
+    package_data={"recipe.depo": ["REQUIRED_VERL.txt", "config/*.yaml", "cpu/assets/*", "cpu/vllm_constraints.txt"]},
     include_package_data=True,
     # torch is deliberately not listed: verl does not pin it either, and on a CPU machine the
     # CPU build must be installed first (`pip install torch==2.13.0`) or pip pulls a CUDA build.
