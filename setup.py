@@ -44,5 +44,8 @@ setup(
         # verl imports every `verl.plugins` entry point in every process; the module only
         # registers anything when VERL_PLATFORM=cpu.
         "verl.plugins": ["depo_cpu = recipe.depo.cpu.plugin"],
+        # vLLM calls every general plugin in each of its processes; this one only acts with
+        # VERL_PLATFORM=cpu on vLLM's CPU platform (see recipe/depo/cpu/vllm_plugin.py).
+        "vllm.general_plugins": ["depo_cpu = recipe.depo.cpu.vllm_plugin:register"],
     },
 )
