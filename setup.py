@@ -31,6 +31,14 @@ setup(
         "omegaconf",
         "math-verify",
         "tqdm",
+        # The routing proxy (`python -m recipe.depo.router serve`). verl[verl-core] already brings
+        # all of them (fastapi and uvicorn itself, aiohttp and prometheus_client through
+        # ray[default]); listed because the router imports them directly.
+        "fastapi",
+        "uvicorn",
+        "aiohttp",
+        "prometheus_client",
+        "pyyaml",
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-timeout"],
