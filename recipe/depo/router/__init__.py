@@ -4,6 +4,6 @@
 of ``python -m recipe.depo.router``).
 """
 
-from recipe.depo.router.core import DifficultyRouter, route, routed_accuracy, sweep
+from recipe.depo.router.core import DifficultyRouter, route, routed_accuracy, sweep, table3
 
-__all__ = ["DifficultyRouter", "route", "routed_accuracy", "sweep"]
+__all__ = ["DifficultyRouter", "route", "routed_accuracy", "sweep", "table3"]
