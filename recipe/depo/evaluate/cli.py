@@ -131,7 +131,8 @@ def evaluate(args: argparse.Namespace) -> dict:
     files = parquet_files(args.data)
     sets = {name: load_set(file, args.limit) for name, file in files.items()}
     for name, queries in sets.items():
-        _check_reward(name, files[name], queries[0])
+        for query in {q.data_source: q for q in queries}.values():  # one query per data source
+            _check_reward(name, files[name], query)
     output = Path(args.output)
     settings = {
         # where the weights come from, independent of how the path was typed
