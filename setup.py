@@ -31,6 +31,7 @@ setup(
         "omegaconf",
         "math-verify",
         "tqdm",
+        "matplotlib",  # recipe.depo.report's plots (Agg backend)
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-timeout"],
