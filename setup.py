@@ -40,6 +40,7 @@ setup(
         "aiohttp",
         "prometheus_client",
         "pyyaml",
+        "matplotlib",  # recipe.depo.report's plots (Agg backend)
     ],
     extras_require={
         # ruff runs in CI before the tests (.ci/run; settings in ruff.toml). Pinned: its formatter's
