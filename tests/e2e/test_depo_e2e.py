@@ -144,7 +144,7 @@ def test_depo_across_warmup_then_resume(tmp_path, adam_steps):
     import torch
     from safetensors.torch import load_file
 
-    from recipe.depo.cpu.tiny_policy import ensure_tiny_policy
+    from recipe.depo.demo.tiny_policy import ensure_tiny_policy
     from recipe.depo.evaluate import cli as evaluate
     from recipe.depo.report import cli as report
 

@@ -6,7 +6,7 @@ import pytest
 @pytest.fixture(scope="session")
 def tiny_policy() -> str:
     """The CPU demo's warm-started tiny Qwen2 policy (cached in ~/.cache/depo-verl; the e2e tests share it)."""
-    from recipe.depo.cpu.tiny_policy import ensure_tiny_policy
+    from recipe.depo.demo.tiny_policy import ensure_tiny_policy
 
     return str(ensure_tiny_policy())
 

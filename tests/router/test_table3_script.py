@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_table3_script_evaluates_both_models_then_sweeps(tmp_path):
     from data_prep.arithmetic import build_rows
     from data_prep.common import write_parquet_atomic
-    from recipe.depo.cpu.tiny_policy import ensure_tiny_policy
+    from recipe.depo.demo.tiny_policy import ensure_tiny_policy
     from recipe.depo.estimator import EstimatorConfig, OnlineEstimator, build_tiny_encoder
 
     policy = str(ensure_tiny_policy())
