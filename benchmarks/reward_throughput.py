@@ -1,12 +1,17 @@
-"""Reward checks per second for recipe.depo.reward.compute_score on a mix of answer forms.
+"""Reward checks per second for recipe.depo.reward.compute_score on a mix of answer forms, and
+its worst-case time per response over answers that run for minutes in sympy.
 
     python benchmarks/reward_throughput.py [--seconds 3]
 
 Each response carries ~2,000 characters of reasoning before its answer, like a short rollout.
-Rows: each answer form alone (the string/number fast path vs math-verify), then the mix, on the
-main thread (math-verify's signal timeouts on) and on a worker thread (as verl's reward loop
-calls it: no signals, our own guard). Caches are cleared before every check except in the last
-row, where answers repeat as they do across the n responses of one prompt.
+Throughput rows: each answer form alone (the exact in-process path vs math-verify in a worker
+process), then the mix, on the main thread and on a worker thread (as verl's reward loop calls
+it). The verdict cache is cleared before every check except in the last row, where answers
+repeat as they do across the n responses of one prompt.
+
+Adversarial rows: each answer once, cold, on the main thread and on a worker thread; the time
+includes killing the worker at the deadline (``DEPO_REWARD_VERIFY_TIMEOUT_S``, 1 s by default).
+The last line is the worst of them: the bound a single response can cost.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import time
 from importlib.metadata import version
 
 from recipe.depo.reward import clear_caches, compute_score
+from recipe.depo.verify_pool import DEFAULT_TIMEOUT_S
 
 FILLER = ("We consider the problem carefully and compute step by step. " * 34)[:2000]
 
@@ -47,6 +53,21 @@ FORMS = {
 }
 
 
+# Each ran for seconds to minutes in sympy (or grew past a GB) before the bound (issue #13).
+ADVERSARIAL = [
+    "(100!)!",
+    "\\binom{1000000}{500000}",
+    "2^{ {2}^{ {2}^{ {2}^{5} } } }",
+    "\\Gamma(1000000)",
+    "(9999)!!",
+    "\\int_0^1 x^{199}e^x dx",
+    "((10^{150})^{150})^{150}",
+    "9^{9^{9^{9}}}",
+    "(x+1)^{999}",
+    "10^{10^{10}}",
+]
+
+
 def rate(cases, seconds: float, cold: bool = True) -> float:
     calls, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
@@ -58,12 +79,19 @@ def rate(cases, seconds: float, cold: bool = True) -> float:
     return calls / (time.perf_counter() - start)
 
 
-def rate_on_thread(cases, seconds: float) -> float:
+def on_thread(fn, *args):
     out = {}
-    worker = threading.Thread(target=lambda: out.setdefault("rate", rate(cases, seconds)))
+    worker = threading.Thread(target=lambda: out.setdefault("value", fn(*args)))
     worker.start()
     worker.join()
-    return out["rate"]
+    return out["value"]
+
+
+def seconds_for(case) -> tuple[float, str]:
+    clear_caches()
+    start = time.perf_counter()
+    verdict = compute_score(*case)["verdict"]
+    return time.perf_counter() - start, verdict
 
 
 def cpu_name() -> str:
@@ -88,8 +116,20 @@ def main() -> None:
     print(f"python {platform.python_version()}, math-verify {version('math-verify')}, sympy {version('sympy')}")
     print(f"{'answer form':<30} {'main thread /s':>15} {'worker thread /s':>17}")
     for name, cases in list(FORMS.items()) + [("MIX (all of the above)", mix)]:
-        print(f"{name:<30} {rate(cases, args.seconds):>15,.0f} {rate_on_thread(cases, args.seconds):>17,.0f}")
-    print(f"{'MIX, answers repeating':<30} {rate(mix, args.seconds, cold=False):>15,.0f}   (parse/verdict cache warm)")
+        print(f"{name:<30} {rate(cases, args.seconds):>15,.0f} {on_thread(rate, cases, args.seconds):>17,.0f}")
+    print(f"{'MIX, answers repeating':<30} {rate(mix, args.seconds, cold=False):>15,.0f}   (verdict cache warm)")
+
+    print()
+    title = f"adversarial answer (deadline {DEFAULT_TIMEOUT_S:g} s)"
+    print(f"{title:<36} {'main thread s':>14} {'worker thread s':>16}  verdict")
+    worst = 0.0
+    for answer in ADVERSARIAL:
+        case = ("math500", FILLER + f" \\boxed{{{answer}}}", "3")
+        main_s, verdict = seconds_for(case)
+        thread_s, _ = on_thread(seconds_for, case)
+        worst = max(worst, main_s, thread_s)
+        print(f"{answer:<36} {main_s:>14.3f} {thread_s:>16.3f}  {verdict}")
+    print(f"{'WORST CASE per response':<36} {worst:>14.3f} s")
 
 
 if __name__ == "__main__":

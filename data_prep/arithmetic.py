@@ -5,7 +5,7 @@ the answer an exact integer scored by ``recipe.depo.reward.compute_score`` from 
 ``extra_info.question`` the bare problem and ``extra_info.tier`` its tier.
 
 Tiers go from one-digit sums to multi-term multi-digit expressions. The tiny warm-started policy
-(``recipe.depo.cpu.tiny_policy``) answers without working, digit by digit from the left, so
+(``recipe.depo.demo.tiny_policy``) answers without working, digit by digit from the left, so
 carries it cannot see ahead make the upper tiers hard: after warm-up the lowest tiers are
 (almost) always solved, the highest (almost) never, and the middle ones sometimes -- the mix of
 easy, impossible and informative prompts DEPO is meant to sort out.
@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from data_prep.common import check_output, make_row, write_parquet_atomic
+from data_prep.common import DataPrepError, check_output, check_output_dir, make_row, publish_parquets
 
 DATA_SOURCE = "arithmetic"
 ABILITY = "arithmetic"
@@ -108,27 +108,37 @@ def build_rows(split: str, seed: int, count: int, start_index: int = 0) -> list[
 
 
 def build(output: str | Path, train_size: int, val_size: int, seed: int, overwrite: bool = False) -> dict[str, Path]:
-    if train_size <= 0 or val_size <= 0:
-        raise ValueError(f"--train-size and --val-size must be positive (got {train_size}, {val_size})")
-    output = Path(output)
+    """Write ``train.parquet`` and ``val.parquet`` under ``output``, both or neither."""
+    for flag, size in (("--train-size", train_size), ("--val-size", val_size)):
+        if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+            raise DataPrepError(f"{flag} must be a positive integer, got {size!r}")
+    output = check_output_dir(output)
     paths = {"train": output / "train.parquet", "val": output / "val.parquet"}
     for path in paths.values():
         check_output(path, overwrite)
     # Distinct seeds per split so validation is not a copy of training prompts.
-    write_parquet_atomic(build_rows("train", seed, train_size), paths["train"])
-    write_parquet_atomic(build_rows("val", seed + 1_000_003, val_size, start_index=train_size), paths["val"])
+    publish_parquets(
+        {
+            paths["train"]: build_rows("train", seed, train_size),
+            paths["val"]: build_rows("val", seed + 1_000_003, val_size, start_index=train_size),
+        }
+    )
     return paths
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m data_prep.arithmetic", description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", required=True, help="directory for train.parquet and val.parquet")
     parser.add_argument("--train-size", type=int, default=1024)
     parser.add_argument("--val-size", type=int, default=120)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
-    paths = build(args.output, args.train_size, args.val_size, args.seed, overwrite=args.overwrite)
+    try:
+        paths = build(args.output, args.train_size, args.val_size, args.seed, overwrite=args.overwrite)
+    except DataPrepError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     for split, path in paths.items():
         print(f"arithmetic {split}: {path}")
     return 0

@@ -3,24 +3,36 @@
 verl's RL dataset reads a parquet whose rows carry ``data_source``, ``prompt`` (a chat list),
 ``ability``, ``reward_model`` ({"style": "rule", "ground_truth": str}) and ``extra_info``. The
 difficulty estimator reads ``extra_info["question"]``, the raw problem text without template.
+
+Outputs are published all at once: every output of a run is written to a hidden temporary file
+beside its target (``.NAME.<host>.<pid>.<random>.tmp``, created with the umask's permissions like
+any other file), and only when all of them are complete are they renamed into place. A run that
+is killed leaves such temporaries behind; the next run writing the same target removes those
+whose process is gone.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import math
+import numbers
 import os
 import re
+import secrets
+import socket
 import sys
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from recipe.depo.chat import last_user_message
 
 REQUIRED_COLUMNS = ("data_source", "prompt", "ability", "reward_model", "extra_info")
 
@@ -47,7 +59,14 @@ def make_row(
     ability: str = "math",
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """One row in verl's RL schema; ``question`` is the raw problem text the estimator reads."""
+    """One row in verl's RL schema; ``question`` is the raw problem text the estimator reads.
+    A ground truth the reward could never match (not a non-empty string) is refused here, so no
+    builder can write one."""
+    from recipe.depo.reward import reference_problem
+
+    if not isinstance(ground_truth, str) or reference_problem(ground_truth) is not None:
+        problem = reference_problem(ground_truth) or f"is a {type(ground_truth).__name__}, not a string"
+        raise DataPrepError(f"{data_source} row {index}: ground_truth {problem}")
     extra_info = {"index": int(index), "split": split, "question": question}
     if extra:
         extra_info.update(extra)
@@ -55,7 +74,7 @@ def make_row(
         "data_source": data_source,
         "prompt": [{"role": "user", "content": prompt_text}],
         "ability": ability,
-        "reward_model": {"style": "rule", "ground_truth": str(ground_truth)},
+        "reward_model": {"style": "rule", "ground_truth": ground_truth},
         "extra_info": extra_info,
     }
 
@@ -159,27 +178,133 @@ def require_columns(frame: pd.DataFrame, columns: Iterable[str], source: str) ->
 
 
 def check_output(path: str | os.PathLike, overwrite: bool) -> Path:
+    """Refuse, before any work, an output that names a directory, that exists without
+    ``overwrite``, or whose directory cannot be written."""
+    text = os.fspath(path)
     path = Path(path)
+    if text.endswith(("/", os.sep)) or path.is_dir():
+        raise DataPrepError(f"output {text} is a directory; give the path of the parquet file to write")
     if path.exists() and not overwrite:
         raise DataPrepError(f"output {path} already exists; pass --overwrite to replace it")
+    check_writable_dir(path.parent, what=f"output {path}")
     return path
+
+
+def check_output_dir(directory: str | os.PathLike, what: str = "--output") -> Path:
+    """For builders whose --output is a directory: refuse a file there, and an unwritable place."""
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise DataPrepError(f"{what} {directory} is a file; this builder writes a directory of parquet files")
+    check_writable_dir(directory, what=f"{what} {directory}")
+    return directory
+
+
+def check_writable_dir(directory: Path, what: str) -> None:
+    """Try to create a file where the output will go (or in the nearest existing parent, when
+    the directory is still to be made): permission bits alone say nothing for root, read-only
+    mounts or ACLs."""
+    probe_dir = Path(directory)
+    while not probe_dir.exists():
+        if probe_dir.parent == probe_dir:
+            break
+        probe_dir = probe_dir.parent
+    if not probe_dir.is_dir():
+        raise DataPrepError(f"{what}: {probe_dir} is not a directory")
+    try:
+        # an unnamed file where supported (O_TMPFILE): nothing to clean up, even after a crash
+        with tempfile.TemporaryFile(dir=probe_dir):
+            pass
+    except OSError as exc:
+        raise DataPrepError(f"{what}: cannot write to {probe_dir} ({exc.strerror or exc})") from None
+
+
+def _temp_name(target: Path) -> Path:
+    return target.with_name(f".{target.name}.{socket.gethostname()}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+def remove_stale_temps(target: Path) -> list[Path]:
+    """Delete temporaries of ``target`` left by killed runs: ours (host.pid.random) whose process
+    on this host is gone, and the older ``.NAME.XXXXXXXX.tmp`` shape no current code writes."""
+    removed = []
+    host = socket.gethostname()
+    prefix = f".{target.name}."
+    try:
+        candidates = [p for p in target.parent.iterdir() if p.name.startswith(prefix) and p.name.endswith(".tmp")]
+    except OSError:
+        return removed
+    for candidate in candidates:
+        middle = candidate.name[len(prefix) : -len(".tmp")].split(".")
+        if len(middle) == 1:  # the older mkstemp shape
+            stale = True
+        elif len(middle) >= 3 and middle[-2].isdigit():
+            owner, pid = ".".join(middle[:-2]), int(middle[-2])
+            stale = owner == host and not _process_exists(pid)
+        else:
+            continue
+        if stale:
+            with contextlib.suppress(FileNotFoundError):
+                candidate.unlink()
+                removed.append(candidate)
+    return removed
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _create_temp(target: Path) -> Path:
+    """An empty hidden file beside ``target``, created with mode 0666 & ~umask: the mode the
+    final file keeps after the rename (mkstemp's 0600 would survive it)."""
+    while True:
+        tmp = _temp_name(target)
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+
+
+def publish_parquets(outputs: dict[str | os.PathLike, list[dict[str, Any]] | pd.DataFrame]) -> dict[str, Path]:
+    """Write every output to its temporary, then rename them all into place: either every
+    output of a run is published or none is. OS errors become one DataPrepError naming the path."""
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for target, rows in outputs.items():
+            target = Path(target)
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                remove_stale_temps(target)
+                tmp = _create_temp(target)
+            except OSError as exc:
+                raise DataPrepError(f"cannot write {target}: {exc.strerror or exc}") from None
+            staged.append((tmp, target))
+            frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows)
+            try:
+                frame.to_parquet(tmp, index=False)
+            except OSError as exc:
+                raise DataPrepError(f"cannot write {target}: {exc.strerror or exc}") from None
+        for tmp, target in staged:
+            try:
+                os.replace(tmp, target)
+            except OSError as exc:
+                raise DataPrepError(f"cannot write {target}: {exc.strerror or exc}") from None
+    except BaseException:
+        for tmp, _ in staged:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        raise
+    return {os.fspath(target): target for _, target in staged}
 
 
 def write_parquet_atomic(rows: list[dict[str, Any]] | pd.DataFrame, path: str | os.PathLike) -> Path:
-    """Write to a temporary file in the same directory, then rename: a crash leaves no partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        frame.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    """Write one parquet so that readers see the old file or the new one, never a partial one."""
+    return publish_parquets({path: rows})[os.fspath(path)]
 
 
 # ---------------------------------------------------------------- shared CLI
@@ -212,6 +337,15 @@ def run_cli(
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+@contextlib.contextmanager
+def at_row(where: str) -> Iterator[None]:
+    """Prefix a DataPrepError raised while handling one row with that row's location."""
+    try:
+        yield
+    except DataPrepError as exc:
+        raise DataPrepError(f"{where}: {exc}") from None
 
 
 def load_source(
@@ -257,14 +391,24 @@ def is_missing(value: Any) -> bool:
     return isinstance(value, str) and not value.strip()
 
 
-def as_text(value: Any) -> str | None:
+def as_text(value: Any, field_name: str = "value") -> str | None:
     """A cell as a stripped string; None when missing or empty. Integral floats (AMC23 stores
-    answers as 27.0) become "27"."""
+    answers as 27.0) become "27". Anything but text or a number (a list, a dict, bytes, a
+    bool) is a DataPrepError naming ``field_name``: written as str() it would look like data."""
     if is_missing(value):
         return None
-    if isinstance(value, float) and value.is_integer():
+    if isinstance(value, float) and math.isinf(value):
+        raise DataPrepError(f"{field_name} is {value}, not an answer")
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         return str(int(value))
-    text = str(value).strip()
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        value = float(value)
+        return str(int(value)) if value.is_integer() else repr(value)
+    if not isinstance(value, str):
+        shown = repr(as_plain(value))
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        raise DataPrepError(f"{field_name} is a {type(value).__name__} ({shown}), expected text")
+    text = value.strip()
     return text or None
 
 
@@ -280,15 +424,10 @@ def as_plain(value: Any) -> Any:
 
 
 def user_message(prompt: Any) -> str | None:
-    """The user turn of a verl chat prompt (list of {"role","content"}), or a plain string prompt."""
-    prompt = as_plain(prompt)
-    if isinstance(prompt, str):
-        return prompt.strip() or None
-    if isinstance(prompt, list):
-        for message in reversed(prompt):
-            if isinstance(message, dict) and message.get("role") == "user" and not is_missing(message.get("content")):
-                return str(message["content"]).strip()
-    return None
+    """The user turn of a verl chat prompt (list of {"role","content"}), or a plain string prompt;
+    stripped, None when there is none."""
+    text = last_user_message(as_plain(prompt), skip_empty=True)
+    return text.strip() or None if text is not None else None
 
 
 _CJK_RE = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3000-\u303f\uff00-\uffef]")
@@ -319,19 +458,24 @@ def last_boxed(text: str) -> str | None:
     return extract_last_boxed(text)
 
 
-def finish(summary: BuildSummary, outputs: dict[str, list[dict[str, Any]]], overwrite: bool) -> dict[str, Path]:
-    """Refuse to write nothing, write every output atomically, print the summary."""
-    for path, rows in outputs.items():
+def finish(
+    summaries: BuildSummary | Sequence[BuildSummary], outputs: dict[str, list[dict[str, Any]]], overwrite: bool
+) -> dict[str, Path]:
+    """Refuse to write nothing, publish every output of the run together, print the summaries
+    (one per source, listed in the order of ``outputs``' paths when there are several)."""
+    summaries = [summaries] if isinstance(summaries, BuildSummary) else list(summaries)
+    owners = summaries if len(summaries) == len(outputs) else [summaries[0]] * len(outputs)
+    for (path, rows), summary in zip(outputs.items(), owners):
         if not rows:
             summary.print()
             raise DataPrepError(f"{summary.name}: no rows left to write to {path} (see the drop reasons above)")
     for path in outputs:
         check_output(path, overwrite)
-    written = {}
-    for path, rows in outputs.items():
-        written[path] = write_parquet_atomic(rows, path)
+    written = publish_parquets(outputs)
+    for (path, rows), summary in zip(outputs.items(), owners):
         summary.rows_written[str(path)] = len(rows)
-    summary.print()
+    for summary in summaries:
+        summary.print()
     return written
 
 

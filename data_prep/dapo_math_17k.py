@@ -24,9 +24,11 @@ from data_prep.common import (
     add_common_args,
     as_plain,
     as_text,
+    at_row,
     check_output,
     dedup_key,
     finish,
+    is_missing,
     language_of,
     load_source,
     make_row,
@@ -79,41 +81,23 @@ def build(
     for i, record in enumerate(progress(frame.itertuples(index=False), total=len(frame), desc="dapo")):
         row = dict(zip(columns, record))
         at = where(origin, i)
-        prompt_text = user_message(row["prompt"])
-        if prompt_text is None:
-            summary.drops.drop("prompt has no user message", at)
-            continue
-        question = strip_template(prompt_text)
-        if question is None:
-            summary.drops.drop("prompt is not in the DAPO template", at)
-            continue
-        reward_model = as_plain(row["reward_model"])
-        answer = as_text(reward_model.get("ground_truth")) if isinstance(reward_model, dict) else None
-        if answer is None:
-            summary.drops.drop("empty ground_truth", at)
+        with at_row(at):
+            item = _read_row(row, i, at, summary)
+        if item is None:
             continue
         # deduplicate before the language filter so the duplicate count does not depend on --lang
-        key = dedup_key(question)
+        key = dedup_key(item["question"])
         if key in first_answer:
             summary.duplicates_removed += 1
-            if first_answer[key] != answer:
+            if first_answer[key] != item["answer"]:
                 summary.duplicate_answer_conflicts += 1
             continue
-        first_answer[key] = answer
-        row_lang = language_of(question)
+        first_answer[key] = item["answer"]
+        row_lang = item["extra"]["lang"]
         if lang != "all" and row_lang != lang:
             summary.drops.drop(f"language {row_lang} (kept: {lang})")
             continue
-        extra_info = as_plain(row.get("extra_info")) or {}
-        kept.append(
-            {
-                "prompt_text": prompt_text,
-                "question": question,
-                "answer": answer,
-                "ability": as_text(row.get("ability")) or "MATH",
-                "extra": {"lang": row_lang, "source_index": str(extra_info.get("index", i))},
-            }
-        )
+        kept.append(item)
     if val_size < 0:
         raise DataPrepError("--val-size must be >= 0")
     if val_size >= len(kept) and val_size > 0:
@@ -136,6 +120,47 @@ def build(
             )
         )
     return train_rows, val_rows, summary
+
+
+def _read_row(row: dict[str, Any], i: int, at: str, summary: BuildSummary) -> dict[str, Any] | None:
+    """One source row as the fields a training row needs; None (counted) when it is dropped.
+    Values of the wrong type are a DataPrepError: written out as str() they would look like data."""
+    prompt_text = user_message(row["prompt"])
+    if prompt_text is None:
+        summary.drops.drop("prompt has no user message", at)
+        return None
+    question = strip_template(prompt_text)
+    if question is None:
+        summary.drops.drop("prompt is not in the DAPO template", at)
+        return None
+    reward_model = as_plain(row["reward_model"])
+    if not isinstance(reward_model, dict):
+        if is_missing(reward_model):
+            summary.drops.drop("empty ground_truth", at)
+            return None
+        raise DataPrepError(f"reward_model is a {type(reward_model).__name__}, expected a mapping with ground_truth")
+    answer = as_text(reward_model.get("ground_truth"), "reward_model.ground_truth")
+    if answer is None:
+        summary.drops.drop("empty ground_truth", at)
+        return None
+    extra_info = as_plain(row.get("extra_info"))
+    if is_missing(extra_info):
+        extra_info = {}
+    if not isinstance(extra_info, dict):
+        raise DataPrepError(
+            f"extra_info is a {type(extra_info).__name__} ({str(extra_info)[:40]!r}), expected a mapping"
+        )
+    source_index = extra_info.get("index", i)
+    return {
+        "prompt_text": prompt_text,
+        "question": question,
+        "answer": answer,
+        "ability": as_text(row.get("ability"), "ability") or "MATH",
+        "extra": {
+            "lang": language_of(question),
+            "source_index": str(i if is_missing(source_index) else as_plain(source_index)),
+        },
+    }
 
 
 def parser() -> argparse.ArgumentParser:

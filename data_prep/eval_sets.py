@@ -24,8 +24,10 @@ from data_prep.common import (
     add_common_args,
     as_plain,
     as_text,
+    at_row,
     boxed_prompt,
     check_output,
+    check_output_dir,
     finish,
     load_source,
     make_row,
@@ -38,7 +40,7 @@ from data_prep.common import (
 
 def gsm8k_answer(raw: Any) -> str | None:
     """GSM8K's answer column is a worked solution ending in "#### 1,234": the number after ####."""
-    text = as_text(raw)
+    text = as_text(raw, "answer")
     if text is None or "####" not in text:
         return None
     answer = text.rsplit("####", 1)[1].strip().replace(",", "")
@@ -53,7 +55,7 @@ def olympiad_answer(raw: Any) -> str | None:
         values = [values]
     if not isinstance(values, list):
         return None
-    parts = [strip_dollars(t) for t in (as_text(v) for v in values) if t is not None]
+    parts = [strip_dollars(t) for t in (as_text(v, "final_answer item") for v in values) if t is not None]
     parts = [p for p in parts if p]
     return ", ".join(parts) if parts else None
 
@@ -107,11 +109,18 @@ def build_set(spec: EvalSet, frame, origin: str) -> tuple[list[dict[str, Any]], 
     rows: list[dict[str, Any]] = []
     for i, record in enumerate(frame.to_dict("records")):
         at = where(origin, i)
-        question = as_text(record[spec.question_col])
+        with at_row(at):
+            question = as_text(record[spec.question_col], spec.question_col)
+            raw_answer = record[spec.answer_col]
+            if question is None:
+                answer = None
+            elif spec.answer_fn is as_text:
+                answer = as_text(raw_answer, spec.answer_col)
+            else:
+                answer = spec.answer_fn(raw_answer)
         if question is None:
             summary.drops.drop(f"empty {spec.question_col}", at)
             continue
-        answer = spec.answer_fn(record[spec.answer_col])
         if answer is None:
             summary.drops.drop(f"empty or unparseable {spec.answer_col}", at)
             continue
@@ -158,21 +167,24 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _main(args: argparse.Namespace) -> None:
-    out_dir = Path(args.output)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise DataPrepError(f"--output {out_dir} is a file; eval_sets writes a directory of parquet files")
+    out_dir = check_output_dir(args.output)
     targets = {name: out_dir / f"{name}.parquet" for name in args.sets}
     for path in targets.values():
         check_output(path, args.overwrite)
     input_dir = Path(args.input) if args.input else None
     if input_dir is not None and not input_dir.is_dir():
         raise DataPrepError(f"--input {input_dir}: eval_sets reads a directory holding <set>.parquet|jsonl|json")
+    # Every set is built before any is written: one bad set leaves the directory as it was, and
+    # the rerun after fixing it does not trip over sets written by the failed run.
+    outputs, summaries = {}, []
     for name, path in targets.items():
         spec = EVAL_SETS[name]
         local = _local_file(input_dir, name) if input_dir else None
         frame, origin = load_source(local, spec.hub_id, split=spec.split, config=spec.config, limit=args.limit)
         rows, summary = build_set(spec, frame, origin)
-        finish(summary, {path: rows}, args.overwrite)
+        outputs[path] = rows
+        summaries.append(summary)
+    finish(summaries, outputs, args.overwrite)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

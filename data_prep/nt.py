@@ -24,6 +24,7 @@ from data_prep.common import (
     UniqueBoxedRows,
     add_common_args,
     as_text,
+    at_row,
     check_output,
     finish,
     last_boxed,
@@ -105,35 +106,40 @@ def build(
     kept = UniqueBoxedRows(summary, DATA_SOURCE)
     for i, record in enumerate(progress(frame.to_dict("records"), total=len(frame), desc="nt")):
         at = where(origin, i)
-        question = as_text(record[preset.problem_col])
-        if question is None:
-            summary.drops.drop(f"empty {preset.problem_col}", at)
-            continue
-        raw_answer = as_text(record[preset.answer_col])
-        answer = last_boxed(raw_answer) if (raw_answer and preset.answer_from_boxed) else raw_answer
-        if answer is None:
-            reason = "no \\boxed{} answer in " if preset.answer_from_boxed and raw_answer else "empty "
-            summary.drops.drop(reason + preset.answer_col, at)
-            continue
-        extra: dict[str, Any] = {"source": preset.source}
-        if preset.difficulty_col:
-            try:
-                difficulty = float(record[preset.difficulty_col])
-            except (TypeError, ValueError):
-                summary.drops.drop(f"unparseable {preset.difficulty_col}", at)
-                continue
-            if difficulty != difficulty:  # NaN
-                summary.drops.drop(f"missing {preset.difficulty_col}", at)
-                continue
-            if preset.difficulty_min is not None and difficulty < preset.difficulty_min:
-                summary.drops.drop(f"{preset.difficulty_col} < {preset.difficulty_min}")
-                continue
-            if preset.difficulty_max is not None and difficulty > preset.difficulty_max:
-                summary.drops.drop(f"{preset.difficulty_col} > {preset.difficulty_max}")
-                continue
-            extra["difficulty"] = difficulty
-        kept.add(question, answer, extra)
+        with at_row(at):
+            _add_row(record, at, preset, kept, summary)
     return kept.rows, summary
+
+
+def _add_row(record: dict[str, Any], at: str, preset: Preset, kept: UniqueBoxedRows, summary: BuildSummary) -> None:
+    question = as_text(record[preset.problem_col], preset.problem_col)
+    if question is None:
+        summary.drops.drop(f"empty {preset.problem_col}", at)
+        return
+    raw_answer = as_text(record[preset.answer_col], preset.answer_col)
+    answer = last_boxed(raw_answer) if (raw_answer and preset.answer_from_boxed) else raw_answer
+    if answer is None:
+        reason = "no \\boxed{} answer in " if preset.answer_from_boxed and raw_answer else "empty "
+        summary.drops.drop(reason + preset.answer_col, at)
+        return
+    extra: dict[str, Any] = {"source": preset.source}
+    if preset.difficulty_col:
+        try:
+            difficulty = float(record[preset.difficulty_col])
+        except (TypeError, ValueError):
+            summary.drops.drop(f"unparseable {preset.difficulty_col}", at)
+            return
+        if difficulty != difficulty:  # NaN
+            summary.drops.drop(f"missing {preset.difficulty_col}", at)
+            return
+        if preset.difficulty_min is not None and difficulty < preset.difficulty_min:
+            summary.drops.drop(f"{preset.difficulty_col} < {preset.difficulty_min}")
+            return
+        if preset.difficulty_max is not None and difficulty > preset.difficulty_max:
+            summary.drops.drop(f"{preset.difficulty_col} > {preset.difficulty_max}")
+            return
+        extra["difficulty"] = difficulty
+    kept.add(question, answer, extra)
 
 
 def resolve_preset(args: argparse.Namespace) -> tuple[str, Preset]:

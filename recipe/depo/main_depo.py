@@ -1,8 +1,9 @@
 """Entry point: ``python -m recipe.depo.main_depo [hydra overrides]``.
 
 Composes ``config/depo_trainer.yaml`` (verl's ppo_trainer + the ``depo:`` block), refuses a bad
-config before Ray starts, and runs verl's own V1 task runner with ``DEPOTrainer`` in place of the
-sync trainer. ``--cfg job`` prints the composed config and exits (hydra handles it; no Ray).
+config or unscorable data (``recipe.depo.preflight``) before Ray starts, and runs verl's own V1
+task runner with ``DEPOTrainer`` in place of the sync trainer. ``--cfg job`` prints the composed
+config and exits (hydra handles it; no Ray).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import hydra
 import ray
 from omegaconf import DictConfig
 
+from recipe.depo.preflight import PreflightError, check_training_start
 from recipe.depo.validation import DEPOConfigError, validate
 
 logger = logging.getLogger(__name__)
@@ -72,9 +74,13 @@ def run_depo(config: DictConfig) -> None:
 def main(config: DictConfig) -> None:
     try:
         validate(config)
+        check_training_start(config)
     except DEPOConfigError as exc:
-        # A config mistake is the user's to fix: one line naming the key, no traceback.
-        raise SystemExit(f"depo: invalid config: {exc}") from None
+        # A config mistake is the user's to fix: one line per problem naming its key, no traceback.
+        lines = [f"depo: invalid config: {key}: {message}" for key, message in exc.problems]
+        raise SystemExit("\n".join(lines)) from None
+    except PreflightError as exc:
+        raise SystemExit(f"depo: cannot train on this data: {exc}") from None
     run_depo(config)
 
 

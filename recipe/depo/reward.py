@@ -10,10 +10,11 @@ Use it as verl's custom reward function::
 verl 0.9.1's reward managers call ``compute_score(data_source=, solution_str=, ground_truth=,
 extra_info=)`` through ``loop.run_in_executor``, i.e. on a worker thread, and copy every key of a
 returned dict into ``reward_extra_info``. So every call returns the same keys with the same
-types (``score`` float, ``acc`` float, ``pred`` str): the DEPO trainer reads ``acc`` as the
-response's correctness, and a key missing from some responses would misalign those lists.
+types (``score`` float, ``acc`` float, ``pred`` str, ``verdict`` str): the DEPO trainer reads
+``acc`` as the response's correctness, and a key missing from some responses would misalign
+those lists. ``verdict`` is one of ``VERDICTS`` (why a response scored what it did).
 
-Two answer conventions:
+Three answer conventions:
 
 * ``answer_line`` (``math_dapo``): DAPO-Math-17k's template asks for a last line
   ``Answer: $Answer``. Extraction and the +1/-1 score follow verl's own ``math_dapo`` scorer so a
@@ -26,20 +27,30 @@ Two answer conventions:
 * ``arithmetic`` (the CPU demo's generated task): the last ``\\boxed{}`` compared as an integer,
   no sympy, so the demo's reward costs microseconds.
 
-math-verify guards its sympy work with ``signal.alarm``, which only works on a process's main
-thread; elsewhere it raises. Off the main thread we call it without its timeout and instead
-refuse to hand sympy the few answer shapes that can run for minutes (power towers, huge
-exponents or factorials, very long expressions); those fall back to string comparison.
+Bounds. Plain numbers (integers, decimals, ``a/b``, ``\\frac{a}{b}``) are compared exactly in
+process, digit strings and all, so integers of any length cost microseconds and a wrong integer
+never matches through a float tolerance. Everything else goes to math-verify in a child process
+(``recipe.depo.verify_pool``) with a per-pair deadline (1 s by default) and an address-space cap,
+killed and replaced when it runs over: no answer a model writes can hold a scoring thread for
+longer, on the main thread or a worker thread. A pair that runs out of time or memory scores as
+wrong, and ``verdict`` says why.
+
+A reference answer that is missing, empty, NaN or not a string is a data bug, not a wrong
+answer: ``compute_score`` raises ``BadReferenceError`` naming the data source and row instead of
+training on a silent zero (data_prep and the DEPO start-up check refuse such rows earlier).
 """
 
 from __future__ import annotations
 
-import functools
+import collections
 import logging
+import math
 import re
 import threading
-from collections.abc import Iterable
+from fractions import Fraction
 from typing import Any
+
+from recipe.depo.verify_pool import DEFAULT_TIMEOUT_S, VerifierUnavailable, shared_pool
 
 logger = logging.getLogger(__name__)
 
@@ -71,21 +82,34 @@ DATA_SOURCE_STYLES: dict[str, str] = {
 # verl's math_dapo convention: wrong answers are penalised, not just unrewarded.
 _SCORES = {ANSWER_LINE: (1.0, -1.0), BOXED: (1.0, 0.0), INTEGER: (1.0, 0.0)}
 
+# Why a response scored what it did (the ``verdict`` key). The last four score as wrong too; they
+# say that math-verify could not decide within its bounds, which a run should be able to count.
+VERDICTS = ("correct", "wrong", "no_answer", "too_long", "timeout", "memory", "crashed")
+
 # Longest answer math-verify may see. MATH-500's longest reference answer has 159 characters;
-# anything much longer is a rambling non-answer and only costs parse time.
+# anything much longer is a rambling non-answer and only costs parse time. (A cost cap, not the
+# safety bound: the child process's deadline is.) Plain numbers of any length skip math-verify.
 MAX_ANSWER_CHARS = 300
-MAX_EXPONENT = 200  # (x+1)^{200} verifies in ~0.5 s, (x+1)^{999} runs past 5 s
-MAX_FACTORIAL = 10_000  # 5000! is instant, 1000000! is not
+# Longest numerator/denominator turned into Python ints; longer plain numbers compare as digit
+# strings (int() of more than 4,300 digits raises, and is quadratic before that).
+_MAX_INT_DIGITS = 1000
+# ``pred`` in the result is for logs; a 100k-character box would otherwise ride along in the batch.
+MAX_PRED_CHARS = 1000
 
 _ANSWER_LINE_RE = re.compile(r"(?i)Answer\s*:\s*([^\n]+)")
 _BOX_OPENERS = ("\\boxed", "\\fbox")
-_PLAIN_NUMBER_RE = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$")
 _THOUSANDS_RE = re.compile(r"^[+-]?\d{1,3}(,\d{3})+(\.\d+)?$")
-_INTEGER_RE = re.compile(r"^[+-]?\d+$")
-_EXPONENT_RE = re.compile(r"(\^|\*\*)\s*\{?\s*\(?\s*(\d+)")
-# a numeric power tower (9^{9^9}, 2^3^4): sympy tries to evaluate it; e^{x^2} stays symbolic and is fine
-_NESTED_POWER_RE = re.compile(r"(\^|\*\*)\s*\{?\s*\(?\s*\d+\s*\}?\s*(\^|\*\*)")
-_FACTORIAL_RE = re.compile(r"(\d+)\s*!")
+_INTEGER_RE = re.compile(r"([+-]?)(\d+)")
+_DECIMAL_RE = re.compile(r"([+-]?)(\d*)(?:\.(\d*))?")
+_FRACTION_RES = (
+    re.compile(r"([+-]?)\\frac\{([+-]?\d+)\}\{([+-]?\d+)\}"),
+    re.compile(r"([+-]?)\\frac(\d)(\d)"),
+    re.compile(r"([+-]?)(\d+)/(\d+)"),
+)
+
+
+class BadReferenceError(ValueError):
+    """A reference answer no response could match: a data bug, reported with its data source and row."""
 
 
 def compute_score(
@@ -93,13 +117,17 @@ def compute_score(
     solution_str: str,
     ground_truth: Any,
     extra_info: dict | None = None,
+    verify_timeout_s: float | None = None,
     **kwargs: Any,
 ) -> dict[str, Any]:
-    """Score one response. Never raises on what the model wrote; raises ValueError on an unknown
-    ``data_source`` because that is a data/config bug that would otherwise train on zeros.
+    """Score one response. Never raises on what the model wrote. Raises ValueError on an unknown
+    ``data_source`` and ``BadReferenceError`` on an unusable reference: those are data/config
+    bugs that would otherwise train on zeros.
 
     ``extra_info["answers"]`` (optional list) holds alternative reference answers; any match counts.
-    ``**kwargs`` absorbs what verl adds (reward_router_address, reward_kwargs from the config).
+    ``verify_timeout_s`` bounds math-verify per (answer, reference) pair (verl passes
+    ``reward.custom_reward_function.reward_kwargs`` as keywords). ``**kwargs`` absorbs what else
+    verl adds (reward_router_address, ...).
     """
     style = DATA_SOURCE_STYLES.get(data_source)
     if style is None:
@@ -107,50 +135,112 @@ def compute_score(
             f"recipe.depo.reward.compute_score: unknown data_source {data_source!r}; "
             f"known: {sorted(DATA_SOURCE_STYLES)}"
         )
-    right, wrong = _SCORES[style]
     try:
-        references = _references(ground_truth, extra_info)
-        text = solution_str if isinstance(solution_str, str) else str(solution_str or "")
+        references = reference_answers(ground_truth, extra_info)
+    except ValueError as exc:
+        raise BadReferenceError(f"recipe.depo.reward: {row_label(data_source, extra_info)}: {exc}") from None
+    timeout_s = DEFAULT_TIMEOUT_S if verify_timeout_s is None else float(verify_timeout_s)
+    right, wrong = _SCORES[style]
+    pred = None
+    try:
+        text = solution_str if isinstance(solution_str, str) else ("" if solution_str is None else str(solution_str))
         if style == ANSWER_LINE:
             pred = extract_answer_line(text)
             if pred is None:
                 pred = extract_last_boxed(text)
         else:
             pred = extract_last_boxed(text)
-        if pred is None or not references:
-            correct = False
+        if pred is None:
+            verdict = "no_answer"
         elif style == INTEGER:
-            correct = any(_integer_equal(pred, ref) for ref in references)
+            verdict = "correct" if any(_integer_equal(pred, ref) for ref in references) else "wrong"
         else:
-            correct = any(answers_match(pred, ref) for ref in references)
+            verdict = _best_verdict(pred, references, timeout_s)
+    except VerifierUnavailable:
+        raise  # the environment, not the answer: fail loudly rather than score everything 0
     except Exception:  # a reward crash would kill the whole RL step; a 0 costs one sample
         logger.exception("compute_score failed for data_source=%s; scoring the response as wrong", data_source)
-        pred, correct = None, False
-    return {"score": right if correct else wrong, "acc": 1.0 if correct else 0.0, "pred": pred or ""}
+        verdict = "crashed"
+    correct = verdict == "correct"
+    return {
+        "score": right if correct else wrong,
+        "acc": 1.0 if correct else 0.0,
+        "pred": (pred or "")[:MAX_PRED_CHARS],
+        "verdict": verdict,
+    }
 
 
-def _references(ground_truth: Any, extra_info: dict | None) -> list[str]:
-    refs: list[str] = []
-    for value in _as_list(ground_truth):
-        refs.append(str(value))
-    if extra_info is not None and hasattr(extra_info, "get"):
-        for value in _as_list(extra_info.get("answers")):
-            refs.append(str(value))
-    seen: set[str] = set()
-    return [r for r in refs if r.strip() and not (r in seen or seen.add(r))]
+# ---------------------------------------------------------------- references
 
 
-def _as_list(value: Any) -> Iterable[Any]:
+def reference_problem(value: Any) -> str | None:
+    """What makes ``value`` unusable as a ground truth, or None when it is a non-empty answer
+    string (or a non-empty list of them, as parquet stores alternatives)."""
+    if isinstance(value, str):
+        if not value.strip():
+            return "is an empty string"
+        if value.strip().lower() == "nan":
+            return "is 'nan' (a missing value written out as text)"
+        return None
     if value is None:
-        return []
+        return "is missing (None)"
+    if isinstance(value, float) and math.isnan(value):
+        return "is NaN (a missing value)"
+    if hasattr(value, "tolist") and not isinstance(value, bytes):  # numpy arrays and scalars from parquet
+        value = value.tolist()
+        if not isinstance(value, list):
+            return reference_problem(value)
+    if isinstance(value, (list, tuple)):
+        if not value:
+            return "is an empty list"
+        for position, item in enumerate(value):
+            problem = reference_problem(item)
+            if problem is None and not isinstance(item, str):
+                problem = f"is a {type(item).__name__}"
+            if problem is not None:
+                return f"has an item (position {position}) that {problem}"
+        return None
+    shown = repr(value)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    return f"is a {type(value).__name__} ({shown}), not an answer string"
+
+
+def reference_answers(ground_truth: Any, extra_info: Any = None) -> list[str]:
+    """The reference answers of a row: ``ground_truth`` plus any ``extra_info["answers"]``.
+    ValueError (saying which field and what is wrong with it) when one is unusable."""
+    problem = reference_problem(ground_truth)
+    if problem is not None:
+        raise ValueError(f"reward_model.ground_truth {problem}")
+    refs = _as_strings(ground_truth)
+    alternatives = extra_info.get("answers") if isinstance(extra_info, dict) else None
+    if alternatives is not None:
+        problem = reference_problem(alternatives)
+        if problem is not None:
+            raise ValueError(f"extra_info.answers {problem}")
+        refs += _as_strings(alternatives)
+    return list(dict.fromkeys(refs))
+
+
+def _as_strings(value: Any) -> list[str]:
     if isinstance(value, str):
         return [value]
-    # parquet round-trips lists as numpy arrays
-    if hasattr(value, "tolist"):
-        value = value.tolist()
-    if isinstance(value, (list, tuple)):
-        return [v for v in value if v is not None]
-    return [value]
+    return [str(v) for v in (value.tolist() if hasattr(value, "tolist") else value)]
+
+
+def row_label(data_source: Any, extra_info: Any) -> str:
+    """ "data_source 'x', row extra_info.index=17 (split train)": as much as a reward call knows
+    about where its row came from (data_prep writes index and split into every row)."""
+    label = f"data_source {data_source!r}"
+    if isinstance(extra_info, dict) and extra_info.get("index") is not None:
+        label += f", row extra_info.index={extra_info['index']}"
+        if extra_info.get("split") is not None:
+            label += f" (split {extra_info['split']})"
+    else:
+        label += " (row unknown: it has no extra_info.index)"
+    return label
+
+
+# ---------------------------------------------------------------- extraction
 
 
 def extract_answer_line(text: str) -> str | None:
@@ -207,74 +297,128 @@ def normalize(answer: str) -> str:
     return answer
 
 
-def answers_match(pred: str, reference: str) -> bool:
-    """Equality of two final answers: a string/number fast path, then math-verify."""
+# ---------------------------------------------------------------- comparison
+
+
+def answers_match(pred: str, reference: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> bool:
+    """Equality of two final answers: exact for plain numbers, math-verify (bounded) otherwise."""
+    return _match(pred, reference, timeout_s) == "correct"
+
+
+def _best_verdict(pred: str, references: list[str], timeout_s: float) -> str:
+    verdicts = []
+    for reference in references:
+        verdict = _match(pred, reference, timeout_s)
+        if verdict == "correct":
+            return verdict
+        verdicts.append(verdict)
+    # a bound that was hit is worth reporting over a plain "wrong"
+    return max(verdicts, key=VERDICTS.index, default="wrong")
+
+
+def _match(pred: str, reference: str, timeout_s: float) -> str:
     p, r = normalize(pred), normalize(reference)
     if not p or not r:
-        return False
+        return "wrong"
     if p == r:
+        return "correct"
+    p_number, r_number = _plain_number(p), _plain_number(r)
+    if p_number is not None and r_number is not None:
+        equal = _numbers_equal(p_number, r_number)
+        if equal is not None:
+            return "correct" if equal else "wrong"
+    if len(p) > MAX_ANSWER_CHARS or len(r) > MAX_ANSWER_CHARS:
+        return "too_long"
+    return _verify(p, r, timeout_s)
+
+
+def _plain_number(text: str) -> tuple[str, Any] | None:
+    """("decimal", (negative, whole digits, fraction digits)) with leading/trailing zeros stripped,
+    so equal decimals have equal tuples at any length; ("fraction", Fraction) for a/b forms;
+    None for anything else."""
+    match = _DECIMAL_RE.fullmatch(text)
+    if match and (match.group(2) or match.group(3)):
+        sign, whole, fraction = match.group(1), match.group(2).lstrip("0"), (match.group(3) or "").rstrip("0")
+        return "decimal", (sign == "-" and bool(whole or fraction), whole, fraction)
+    for pattern in _FRACTION_RES:
+        match = pattern.fullmatch(text)
+        if match:
+            sign, numerator, denominator = match.groups()
+            if max(len(numerator), len(denominator)) > _MAX_INT_DIGITS or int(denominator) == 0:
+                return None
+            value = Fraction(int(numerator), int(denominator))
+            return "fraction", (-value if sign == "-" else value)
+    return None
+
+
+def _as_fraction(kind: str, value: Any) -> Fraction | None:
+    if kind == "fraction":
+        return value
+    negative, whole, fraction = value
+    if len(whole) + len(fraction) > _MAX_INT_DIGITS:
+        return None
+    exact = Fraction(int(whole or "0") * 10 ** len(fraction) + int(fraction or "0"), 10 ** len(fraction))
+    return -exact if negative else exact
+
+
+def _is_integer(kind: str, value: Any) -> bool:
+    return value.denominator == 1 if kind == "fraction" else value[2] == ""
+
+
+def _numbers_equal(p: tuple[str, Any], r: tuple[str, Any]) -> bool | None:
+    """Exact verdict on two plain numbers; None leaves two unequal non-integers to math-verify,
+    whose float tolerance (6 decimals) accepts 0.333333 for 1/3. An integer on either side is
+    never compared with a tolerance, so a wrong integer answer cannot match."""
+    if p[0] == r[0] == "decimal":
+        equal = p[1] == r[1]
+    else:
+        p_value, r_value = _as_fraction(*p), _as_fraction(*r)
+        equal = p_value is not None and p_value == r_value
+    if equal:
         return True
-    if _PLAIN_NUMBER_RE.match(p) and _PLAIN_NUMBER_RE.match(r):
-        # two plain decimals: exact comparison, no sympy needed
-        return abs(float(p) - float(r)) <= 1e-9 * max(1.0, abs(float(r)))
-    if _risky(p) or _risky(r):
+    if _is_integer(*p) or _is_integer(*r):
         return False
-    return _math_verify_equal(p, r)
+    return None
 
 
 def _integer_equal(pred: str, reference: str) -> bool:
-    p, r = normalize(pred), normalize(reference)
-    return bool(_INTEGER_RE.match(p) and _INTEGER_RE.match(r)) and int(p) == int(r)
-
-
-def _risky(answer: str) -> bool:
-    """Shapes for which sympy can run for minutes and we have no timeout to stop it."""
-    if len(answer) > MAX_ANSWER_CHARS:
-        return True
-    if _NESTED_POWER_RE.search(answer):
-        return True
-    if any(int(m.group(2)) > MAX_EXPONENT for m in _EXPONENT_RE.finditer(answer)):
-        return True
-    return any(int(m.group(1)) > MAX_FACTORIAL for m in _FACTORIAL_RE.finditer(answer))
-
-
-def _math_verify_equal(pred: str, reference: str) -> bool:
-    # signal.alarm only works on the main thread; elsewhere math-verify raises if a timeout is set
-    on_main = threading.current_thread() is threading.main_thread()
-    return _math_verify_equal_cached(pred, reference, on_main)
-
-
-# The n responses of one prompt share its reference and often repeat the same answer, so parses
-# and verdicts are cached (lru_cache is thread-safe; both inputs are short, bounded strings).
-@functools.lru_cache(maxsize=65536)
-def _math_verify_equal_cached(pred: str, reference: str, on_main: bool) -> bool:
-    from math_verify import verify
-
-    gold, guess = _parse(reference, on_main), _parse(pred, on_main)
-    if not gold or not guess:
+    """Both plain integers with the same value, compared as digit strings (no int() length limit)."""
+    p, r = _INTEGER_RE.fullmatch(normalize(pred)), _INTEGER_RE.fullmatch(normalize(reference))
+    if p is None or r is None:
         return False
-    return bool(verify(list(gold), list(guess), timeout_seconds=5 if on_main else None))
+    p_digits, r_digits = p.group(2).lstrip("0"), r.group(2).lstrip("0")
+    if p_digits != r_digits:
+        return False
+    return p_digits == "" or (p.group(1) == "-") == (r.group(1) == "-")  # -0 is 0
 
 
-@functools.lru_cache(maxsize=65536)
-def _parse(answer: str, on_main: bool) -> tuple:
-    from math_verify import parse
-    from math_verify.parser import ExprExtractionConfig, LatexExtractionConfig
+# The n responses of one prompt share its reference and often repeat the same answer, so
+# math-verify verdicts are cached per process (both strings are at most MAX_ANSWER_CHARS long).
+_CACHE_SIZE = 65536
+_cache: collections.OrderedDict[tuple[str, str, float], str] = collections.OrderedDict()
+_cache_lock = threading.Lock()
 
-    # `$...$` rather than `\boxed{}`: with the box, math-verify does not strip `\%` units
-    parsed = parse(
-        f"${answer.replace('$', '')}$",
-        (LatexExtractionConfig(), ExprExtractionConfig()),
-        parsing_timeout=5 if on_main else None,
-    )
-    return tuple(parsed)
+
+def _verify(pred: str, reference: str, timeout_s: float) -> str:
+    key = (pred, reference, timeout_s)
+    with _cache_lock:
+        if key in _cache:
+            _cache.move_to_end(key)
+            return _cache[key]
+    result = shared_pool().verify(pred, reference, timeout_s)
+    if result.reason in ("timeout", "memory", "crashed"):
+        verdict = result.reason
+    else:
+        verdict = "correct" if result.equal else "wrong"
+    if verdict != "crashed":  # a crash may be the machine's (OOM killer), not the answer's
+        with _cache_lock:
+            _cache[key] = verdict
+            if len(_cache) > _CACHE_SIZE:
+                _cache.popitem(last=False)
+    return verdict
 
 
 def clear_caches() -> None:
     """For benchmarks that want the cold cost of every check."""
-    _math_verify_equal_cached.cache_clear()
-    _parse.cache_clear()
-
-
-# math-verify logs a warning whenever its timeout is disabled; that is deliberate here.
-logging.getLogger("math_verify").setLevel(logging.ERROR)
+    with _cache_lock:
+        _cache.clear()

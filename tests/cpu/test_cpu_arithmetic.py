@@ -4,7 +4,6 @@ import pandas as pd
 import pytest
 
 from data_prep import arithmetic
-from data_prep.common import DataPrepError
 from recipe.depo.reward import compute_score
 
 
@@ -46,10 +45,10 @@ def test_build_writes_verl_schema_deterministically(tmp_path):
     assert val["extra_info"].map(lambda e: e["index"]).min() == 60
 
 
-def test_cli_refuses_to_overwrite(tmp_path):
+def test_cli_refuses_to_overwrite(tmp_path, capsys):
     assert arithmetic.main(["--output", str(tmp_path), "--train-size", "6", "--val-size", "6"]) == 0
-    with pytest.raises(DataPrepError, match="already exists"):
-        arithmetic.main(["--output", str(tmp_path), "--train-size", "6", "--val-size", "6"])
+    assert arithmetic.main(["--output", str(tmp_path), "--train-size", "6", "--val-size", "6"]) == 2
+    assert "already exists; pass --overwrite" in capsys.readouterr().err
 
 
 def test_bad_sizes_and_tiers_name_the_problem(tmp_path):

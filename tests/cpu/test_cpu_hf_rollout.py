@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from recipe.depo.cpu.hf_rollout import HFRolloutServer, HFServerAdapter, sampling_key
-from recipe.depo.cpu.tiny_policy import TinyPolicySpec, build_model, build_tokenizer, chat_prompt_ids
+from recipe.depo.demo.tiny_policy import TinyPolicySpec, build_model, build_tokenizer, chat_prompt_ids
 
 
 @pytest.fixture(scope="module")

@@ -1,11 +1,28 @@
-"""Fails with a message naming the verl internal when an upgrade of verl moves one the CPU plugin patches."""
+"""The private verl internals the CPU backend relies on (recipe/depo/cpu/verl_internals.py). The
+three patches are checked by their effect in fresh interpreters in test_cpu_plugin.py; here: the
+replica's server fields and the verl version they were written against."""
 
-from recipe.depo.cpu import verl_internals
+import pytest
 
 
-def test_private_verl_internals_still_exist():
-    checked = verl_internals.check_internals()
-    assert len(checked) == 3, checked
+def test_replica_server_is_published_where_verl_reads_it():
+    from verl.workers.config import RolloutConfig
+
+    from recipe.depo.cpu import verl_internals
+    from recipe.depo.cpu.hf_rollout import HFReplica
+
+    replica = HFReplica(replica_rank=0, config=RolloutConfig(name="hf"), model_config={}, gpus_per_node=1)
+    handle = object()
+    verl_internals.set_replica_server(replica, handle, "hf-replica-0")
+    # LLMServerManager reads the private fields; verl's public properties read the same ones
+    assert (replica._server_handle, replica._server_address) == (handle, "hf-replica-0")
+    assert (replica.server_handle, replica.server_address) == (handle, "hf-replica-0")
+
+    class Bare:  # what a verl without those fields would hand us
+        pass
+
+    with pytest.raises(verl_internals.VerlInternalsChanged, match="RolloutReplica._server_handle"):
+        verl_internals.set_replica_server(Bare(), handle, "x")
 
 
 def test_required_verl_version_is_the_one_installed():
@@ -19,5 +36,5 @@ def test_required_verl_version_is_the_one_installed():
     pin = (Path(recipe.depo.__file__).parent / "REQUIRED_VERL.txt").read_text().strip()
     assert verl.__version__ in SpecifierSet(pin), (
         f"verl {verl.__version__} is installed but the CPU plugin's internals were checked against {pin}; "
-        "re-run tests/cpu/test_cpu_verl_internals.py after updating recipe/depo/cpu/verl_internals.py"
+        "re-run tests/cpu after updating recipe/depo/cpu/verl_internals.py"
     )

@@ -159,6 +159,29 @@ def test_depo_across_warmup_then_resume(tmp_path, adam_steps, rollout, request):
     assert after["filter"]["counters"]["calls"] > state["filter"]["counters"]["calls"]
     assert after["filter"]["counters"]["scanned"] >= state["filter"]["counters"]["scanned"]
 
+    # The run directory is reportable and its checkpoint evaluable: the actor of global_step_4 is
+    # merged by verl's model merger and evaluated; the report reads both runs' metrics (the first
+    # run's file was kept as a part when the second one started) and the evaluation.
+    import torch
+    from safetensors.torch import load_file
+
+    from recipe.depo.demo.tiny_policy import ensure_tiny_policy
+    from recipe.depo.evaluate import cli as evaluate
+    from recipe.depo.report import cli as report
+
+    assert (tmp_path / "config.yaml").is_file() and len(list(tmp_path.glob("metrics.*.jsonl"))) == 1
+    argv = ["--model", str(tmp_path / "checkpoints"), "--data", str(tmp_path / "data" / "val.parquet"),
+            "--output", str(tmp_path / "eval"), "--n", "2", "--limit", "6", "--max-response-length", "12"]  # fmt: skip
+    assert evaluate.main(argv) == 0
+    merged = load_file(tmp_path / "eval" / "merged_model" / "model.safetensors")
+    start = load_file(ensure_tiny_policy() / "model.safetensors")  # the policy the launcher trained
+    assert merged.keys() == start.keys() and all(merged[k].shape == start[k].shape for k in start)
+    assert any(not torch.equal(merged[k].float(), start[k].float()) for k in start), "training changed no weight"
+    built, _ = report.build({"DEPO": tmp_path}, tmp_path / "report")
+    run = built["runs"]["DEPO"]
+    assert run["steps"] == 4 and run["rollouts"] == 4 * BATCH * N and "prompts_scanned" in run
+    assert run["val_source"] == "eval/summary.json (Avg@2)" and set(run["val"]) == {"val", "Avg"}
+
 
 @pytest.mark.slow
 @pytest.mark.ray

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from recipe.depo.estimator import distill_loss, ranking_loss, score_loss, total_loss
+from recipe.depo.estimator import distill_loss, objective, ranking_loss, score_loss
 from recipe.depo.estimator.losses import DISTILL_TARGET_MAX, distill_target
 
 
@@ -81,25 +81,24 @@ def _example():
     return s, d, y, lp
 
 
-def test_total_loss_weights_and_ablations():
+def test_objective_weights_and_ablations():
     s, d, y, lp = _example()
-    S = score_loss(s, y).item()
-    D = distill_loss(d, lp).item()
-    R = 0.8  # from the hand-computed ranking case above
-    full = total_loss(s, d, y, lp, w_distill=0.5, w_ranking=3.0, threshold=0.05, margin=0.5)
-    assert full["loss"].item() == pytest.approx(S + 0.5 * D + 3.0 * R, abs=1e-5)
-    assert full["ranking_loss"].item() == pytest.approx(R, abs=1e-6)
-    no_rank = total_loss(s, d, y, lp, w_distill=0.5, w_ranking=0.0)
-    assert no_rank["loss"].item() == pytest.approx(S + 0.5 * D, abs=1e-6)
-    no_distill = total_loss(s, d, y, lp, w_distill=0.0, w_ranking=3.0)
-    assert no_distill["loss"].item() == pytest.approx(S + 3.0 * R, abs=1e-5)
-    score_only = total_loss(s, d, y, lp, w_distill=0.0, w_ranking=0.0)
-    assert score_only["loss"].item() == pytest.approx(S, abs=1e-6)
-    # terms are still reported when their weight is 0
-    assert score_only["distill_loss"].item() == pytest.approx(D, abs=1e-6)
+    S, D, R = score_loss(s, y), distill_loss(d, lp), ranking_loss(s, y, 0.05, 0.5)
+    assert R.item() == pytest.approx(0.8, abs=1e-6)  # the hand-computed ranking case above
+
+    def loss(w_distill, w_ranking, distill=D):
+        return objective(S, distill, R, w_distill=w_distill, w_ranking=w_ranking).item()
+
+    assert loss(0.5, 3.0) == pytest.approx(S.item() + 0.5 * D.item() + 3.0 * 0.8, abs=1e-5)
+    assert loss(0.5, 0.0) == pytest.approx(S.item() + 0.5 * D.item(), abs=1e-6)
+    assert loss(0.0, 3.0) == pytest.approx(S.item() + 3.0 * 0.8, abs=1e-5)
+    assert loss(0.0, 0.0) == pytest.approx(S.item(), abs=1e-6)
+    assert loss(0.5, 3.0, distill=None) == pytest.approx(S.item() + 3.0 * 0.8, abs=1e-5)  # no log-probs
+    assert objective(1.0, 2.0, 3.0, w_distill=0.5, w_ranking=3.0) == pytest.approx(11.0)  # floats too
 
 
 def test_zero_weight_term_cannot_leak_nan():
     s, d, y, lp = _example()
-    out = total_loss(s, t(float("nan"), 0.0, 0.0), y, lp, w_distill=0.0, w_ranking=3.0)
-    assert math.isfinite(out["loss"].item())
+    nan_distill = distill_loss(t(float("nan"), 0.0, 0.0), lp)
+    out = objective(score_loss(s, y), nan_distill, ranking_loss(s, y, 0.05, 0.5), w_distill=0.0, w_ranking=3.0)
+    assert math.isfinite(out.item())

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import recipe.depo.estimator.online as online_mod
-from recipe.depo.estimator import EstimatorConfig, OnlineEstimator, total_loss
+from recipe.depo.estimator import EstimatorConfig, OnlineEstimator, objective
 
 PROMPTS = [
     "What is 1 + 2?",
@@ -201,24 +201,23 @@ def test_two_pass_gradient_equals_single_graph_under_dropout(tiny_encoder, micro
         order = torch.cat(parts_i)
         score = torch.empty(len(PROMPTS)).index_put((order,), torch.cat(parts_s))
         distill = torch.empty(len(PROMPTS)).index_put((order,), torch.cat(parts_d))
-        ref = total_loss(
-            score,
-            distill,
-            torch.from_numpy(MEAN_K),
-            torch.from_numpy(LOGPROB),
+        mean_k = torch.from_numpy(MEAN_K)
+        ranking = online_mod.ranking_loss(score, mean_k, cfg.ranking_threshold, cfg.ranking_margin)
+        ref = objective(
+            online_mod.score_loss(score, mean_k),
+            online_mod.distill_loss(distill, torch.from_numpy(LOGPROB)),
+            ranking,
             w_distill=cfg.w_distill,
             w_ranking=cfg.w_ranking,
-            threshold=cfg.ranking_threshold,
-            margin=cfg.ranking_margin,
         )
-        ref["loss"].backward()
+        ref.backward()
     reference = {n: p.grad.detach().clone() for n, p in est.model.named_parameters() if p.grad is not None}
     est.model.zero_grad(set_to_none=True)
 
     captured = _grads_captured_at_step(est)
     m = est.update(PROMPTS, MEAN_K, LOGPROB)
-    assert m["loss"] == pytest.approx(ref["loss"].item(), abs=1e-5)
-    assert m["ranking_loss"] == pytest.approx(ref["ranking_loss"].item(), abs=1e-6)
+    assert m["loss"] == pytest.approx(ref.item(), abs=1e-5)
+    assert m["ranking_loss"] == pytest.approx(ranking.item(), abs=1e-6)
     assert captured.keys() == reference.keys()
     for name in reference:
         torch.testing.assert_close(captured[name], reference[name], atol=1e-6, rtol=1e-5, msg=name)

@@ -8,7 +8,8 @@ ray = pytest.importorskip("ray")
 from verl.single_controller.ray.base import RayClassWithInitArgs, RayResourcePool, RayWorkerGroup  # noqa: E402
 
 from recipe.depo.estimator import EstimatorConfig, OnlineEstimator  # noqa: E402
-from recipe.depo.workers.estimator_worker import DifficultyEstimatorWorker, single_result  # noqa: E402
+from recipe.depo.workers.estimator_client import single_result  # noqa: E402
+from recipe.depo.workers.estimator_worker import DifficultyEstimatorWorker  # noqa: E402
 
 pytestmark = pytest.mark.ray
 
@@ -32,7 +33,7 @@ def make_group(config: dict, checkpoint: str | None = None) -> RayWorkerGroup:
     return RayWorkerGroup(pool, cls)
 
 
-def test_worker_group_predict_update_save_load(ray_cluster, tiny_encoder, tmp_path):
+def test_worker_group_predict_update_save_resume(ray_cluster, tiny_encoder, tmp_path):
     config = EstimatorConfig(backbone=tiny_encoder, hidden_dims=(16,), micro_batch_size=2).to_dict()
     wg = make_group(config)
     info = single_result(wg.init_model())
@@ -56,13 +57,6 @@ def test_worker_group_predict_update_save_load(ray_cluster, tiny_encoder, tmp_pa
     assert local.num_updates == 2
     np.testing.assert_array_equal(local.predict(PROMPTS), trained)
 
-    # Keep training on the worker, then roll back to the checkpoint.
-    single_result(wg.update(PROMPTS, MEAN_K, LOGPROB))
-    assert not np.array_equal(single_result(wg.predict(PROMPTS)), trained)
-    info = single_result(wg.load_checkpoint(ckpt))
-    assert info["num_updates"] == 2
-    np.testing.assert_array_equal(single_result(wg.predict(PROMPTS)), trained)
-
     # Validation errors come back as ValueError naming the argument.
     with pytest.raises(ValueError, match="mean_k"):
         single_result(wg.update(PROMPTS, MEAN_K[:2], LOGPROB))
@@ -70,6 +64,7 @@ def test_worker_group_predict_update_save_load(ray_cluster, tiny_encoder, tmp_pa
     # A second group started from the checkpoint resumes where the first one was.
     resumed = make_group(config, checkpoint=ckpt)
     assert single_result(resumed.init_model())["num_updates"] == 2
+    np.testing.assert_array_equal(single_result(resumed.predict(PROMPTS)), trained)
     m_a = single_result(wg.update(PROMPTS, MEAN_K, LOGPROB))
     m_b = single_result(resumed.update(PROMPTS, MEAN_K, LOGPROB))
     assert m_a["loss"] == m_b["loss"] and m_a["grad_norm"] == m_b["grad_norm"]

@@ -1,14 +1,12 @@
 import math
 import multiprocessing
-import threading
-import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
 import recipe.depo.reward as reward
-from recipe.depo.reward import compute_score, extract_last_boxed
+from recipe.depo.reward import VERDICTS, BadReferenceError, compute_score, extract_last_boxed
 
 # (data_source, response, ground_truth, expected acc)
 CASES = [
@@ -61,6 +59,28 @@ CASES = [
     ("arithmetic", "\\boxed{42.0}", "42", 0.0),
     ("arithmetic", "\\boxed{41}", "42", 0.0),
     ("arithmetic", "42", "42", 0.0),
+    ("arithmetic", "\\boxed{007}", "7", 1.0),
+    ("arithmetic", "\\boxed{-0}", "0", 1.0),
+    ("arithmetic", "\\boxed{-7}", "7", 0.0),
+    # integers are compared exactly, however large; no float tolerance can make a wrong one right
+    ("math500", "\\boxed{1000000008}", "1000000007", 0.0),
+    ("math500", "\\boxed{1000000007}", "1000000007", 1.0),
+    ("math_dapo", "Answer: 123456789013", "123456789012", 0.0),
+    ("math_dapo", "Answer: 123456789012", "123456789012", 1.0),
+    ("gsm8k", "\\boxed{18.0000001}", "18", 0.0),
+    ("gsm8k", "\\boxed{17.9999999}", "18", 0.0),
+    ("gsm8k", "\\boxed{18}", "17.9999999", 0.0),
+    ("math500", "\\boxed{\\frac{2000000015}{2}}", "1000000007", 0.0),
+    ("math500", "\\boxed{\\frac{2000000014}{2}}", "1000000007", 1.0),
+    ("math500", "\\boxed{10^{20}}", "100000000000000000001", 0.0),
+    # non-integers: exact first, then math-verify's 6-decimal tolerance
+    ("math500", "\\boxed{-\\frac{1}{2}}", "-0.5", 1.0),
+    ("math500", "\\boxed{\\frac{-1}{2}}", "-0.5", 1.0),
+    ("math500", "\\boxed{3/4}", "0.75", 1.0),
+    ("math500", "\\boxed{0.333333}", "\\frac{1}{3}", 1.0),
+    ("math500", "\\boxed{0.33}", "\\frac{1}{3}", 0.0),
+    ("math500", "\\boxed{1234568.5}", "1234567.5", 0.0),
+    ("math500", "\\boxed{nan}", "7", 0.0),
 ]
 
 
@@ -70,8 +90,9 @@ def test_answer_forms(data_source, response, truth, acc):
     assert result["acc"] == acc, result
     right, wrong = (1.0, -1.0) if data_source == "math_dapo" else (1.0, 0.0)
     assert result["score"] == (right if acc else wrong)
-    assert set(result) == {"score", "acc", "pred"}
+    assert set(result) == {"score", "acc", "pred", "verdict"}
     assert isinstance(result["pred"], str)
+    assert result["verdict"] in VERDICTS and (result["verdict"] == "correct") == bool(acc)
 
 
 def test_unknown_data_source_names_it():
@@ -132,25 +153,69 @@ def test_process_pool_matches():
     assert got == expected
 
 
-@pytest.mark.parametrize("answer", ["9^{9^{9^{9}}}", "(x+1)^{999}", "1000000!", "10^{10^{10}}"])
-def test_pathological_answers_are_cut_short_off_main_thread(answer):
-    # these run for minutes in sympy; off the main thread there is no alarm to stop them
-    out = {}
-
-    def run():
-        start = time.perf_counter()
-        out["acc"] = compute_score("math500", f"\\boxed{{{answer}}}", "3")["acc"]
-        out["seconds"] = time.perf_counter() - start
-
-    worker = threading.Thread(target=run)
-    worker.start()
-    worker.join(timeout=20)
-    assert not worker.is_alive()
-    assert out["acc"] == 0.0 and out["seconds"] < 2.0
-
-
 def test_identical_pathological_answer_still_matches_by_string():
     assert compute_score("math500", "\\boxed{9^{9^{9}}}", "9^{9^{9}}")["acc"] == 1.0
+
+
+# ---------------------------------------------------------------- long integers
+
+
+def test_integers_longer_than_pythons_int_string_limit():
+    # int("1" * 5000) raises ValueError (sys.get_int_max_str_digits() is 4300)
+    big = "9" * 4999 + "7"
+    assert compute_score("arithmetic", f"\\boxed{{{big}}}", big)["acc"] == 1.0
+    assert compute_score("arithmetic", f"\\boxed{{{big[:-1]}8}}", big)["acc"] == 0.0
+    assert compute_score("arithmetic", f"\\boxed{{-{big}}}", big)["acc"] == 0.0
+    assert compute_score("arithmetic", f"\\boxed{{000{big}}}", big)["acc"] == 1.0
+    for source in ("math500", "math_dapo"):
+        assert compute_score(source, f"Answer: \\boxed{{{big}}}", big)["acc"] == 1.0
+        assert compute_score(source, f"Answer: \\boxed{{{big}.000}}", big)["acc"] == 1.0
+        assert compute_score(source, f"Answer: \\boxed{{{big[:-1]}8}}", big)["acc"] == 0.0
+    result = compute_score("math500", f"\\boxed{{{big}}}", big)
+    assert len(result["pred"]) == reward.MAX_PRED_CHARS  # the log copy is cut, the comparison was not
+
+
+# ---------------------------------------------------------------- references
+
+
+BAD_REFERENCES = [
+    (None, "is missing"),
+    ("", "empty string"),
+    ("   ", "empty string"),
+    (float("nan"), "NaN"),
+    (np.float64("nan"), "NaN"),
+    ("nan", "'nan'"),
+    ({"a": 1}, "is a dict"),
+    (b"5", "is a bytes"),
+    (42, "is a int"),
+    ([], "empty list"),
+    (["1", None], "position 1"),
+    (np.array(["1", ""], dtype=object), "position 1"),
+]
+
+
+@pytest.mark.parametrize("truth,problem", BAD_REFERENCES)
+def test_bad_reference_is_an_error_naming_source_and_row(truth, problem):
+    extra = {"index": 17, "split": "train"}
+    for response in ("\\boxed{nan}", "\\boxed{5}", "no answer at all"):
+        with pytest.raises(BadReferenceError) as caught:
+            compute_score("math500", response, truth, extra_info=extra)
+        message = str(caught.value)
+        assert "'math500'" in message and "index=17" in message and "train" in message
+        assert "reward_model.ground_truth" in message and problem in message
+
+
+def test_bad_alternative_answers_are_an_error():
+    with pytest.raises(BadReferenceError, match=r"extra_info\.answers has an item \(position 0\) that is a dict"):
+        compute_score("skywork_or1", "\\boxed{4}", "4", extra_info={"answers": [{"x": 1}], "index": 3})
+    with pytest.raises(BadReferenceError, match="row unknown"):
+        compute_score("skywork_or1", "\\boxed{4}", None)
+
+
+def test_good_reference_shapes():
+    assert compute_score("math500", "\\boxed{2}", np.array(["1", "2"], dtype=object))["acc"] == 1.0
+    assert compute_score("math500", "\\boxed{2}", ("2",))["acc"] == 1.0
+    assert compute_score("math500", "\\boxed{2}", np.str_("2"))["acc"] == 1.0
 
 
 def test_loads_through_verl_custom_reward_function():
@@ -162,5 +227,5 @@ def test_loads_through_verl_custom_reward_function():
     )
     fn = get_custom_reward_fn(config)
     result = fn(data_source="math_dapo", solution_str="Answer: 5", ground_truth="5", extra_info={})
-    assert result == {"score": 1.0, "acc": 1.0, "pred": "5"}
+    assert result == {"score": 1.0, "acc": 1.0, "pred": "5", "verdict": "correct"}
     assert math.isclose(fn(data_source="math_dapo", solution_str="Answer: 6", ground_truth="5")["score"], -1.0)

@@ -1,4 +1,5 @@
-"""depo_trainer.yaml composes from the installed package; bad settings fail naming their key."""
+"""depo_trainer.yaml composes from the installed package into DEPOConfig; its defaults pass the
+start-up checks; bad settings fail naming their key, all of them at once."""
 
 import copy
 import os
@@ -56,7 +57,35 @@ def test_composes_from_the_installed_package_with_paper_defaults():
     assert (d.estimator.lr, d.estimator.backbone_lr_scale, d.estimator.micro_batch_size) == (2e-4, 0.2, 8)
     settings = validate(cfg)
     assert settings.filter.max_scan == 8 * 8  # null -> 8 x train_batch_size
-    assert "placement" not in settings.estimator
+    assert settings.estimator.placement == "colocated" and settings.uses_estimator
+
+
+def test_defaults_pass_depo_and_verl_checks():
+    """A bare `python -m recipe.depo.main_depo` gets past DEPO's checks and verl's own."""
+    from verl.trainer.ppo.utils import need_critic, need_reference_policy
+    from verl.utils.config import validate_config
+
+    with initialize_config_dir(CONFIG_DIR, version_base=None):
+        cfg = compose("depo_trainer")
+    assert cfg.actor_rollout_ref.rollout.n == 8
+    assert validate(cfg).uses_estimator
+    validate_config(config=cfg, use_reference_policy=need_reference_policy(cfg), use_critic=need_critic(cfg))
+
+
+def test_yaml_sections_instantiate_through_their_target_and_match_the_dataclass_defaults():
+    import dataclasses
+
+    from verl.utils.config import omega_conf_to_dataclass
+
+    from recipe.depo.config import DEPOConfig
+
+    cfg = compose_depo()
+    through_hydra = omega_conf_to_dataclass(cfg.depo)  # verl's own path: _target_ + hydra.instantiate
+    assert isinstance(through_hydra, DEPOConfig)
+    checked = validate(cfg)
+    assert through_hydra == dataclasses.replace(checked, filter=dataclasses.replace(checked.filter, max_scan=None))
+    # the yaml holds the dataclasses' defaults: one source of each default value
+    assert through_hydra == DEPOConfig()
 
 
 def test_every_estimator_config_field_is_in_the_yaml():
@@ -96,7 +125,10 @@ def test_cfg_job_prints_the_config_without_ray(tmp_path):
         ({"depo.estimator.pooling": "max"}, "depo.estimator.pooling"),
         ({"depo.estimator.lr": -1.0}, "depo.estimator.lr"),
         ({"depo.estimator.placement": "gpu9"}, "depo.estimator.placement"),
-        ({"depo.estimator.no_such_knob": 1}, "depo.estimator"),
+        ({"depo.estimator.no_such_knob": 1}, "depo.estimator.no_such_knob"),
+        ({"depo.labels.acc_key": ""}, "depo.labels.acc_key"),
+        ({"depo.checkpoint.require_state": "no"}, "depo.checkpoint.require_state"),
+        ({"depo.admissions_log": 3}, "depo.admissions_log"),
         ({"depo.filter.explore_rate": 2.0}, "depo.filter.explore_rate"),
         ({"depo.filter.warmup_steps": -1}, "depo.filter.warmup_steps"),
         ({"depo.filter.max_scan": 4}, "depo.filter.max_scan"),
@@ -130,6 +162,33 @@ def test_invalid_settings_fail_naming_the_key(values, key):
     assert str(err.value).startswith(f"{key}:"), str(err.value)
 
 
+def test_every_problem_is_reported_at_once():
+    cfg = with_values(
+        depo__filter__window=[0.9, 0.1],
+        depo__estimator__pooling="max",
+        depo__estimator__no_such_knob=1,
+        depo__labels__text_source="chat",
+        actor_rollout_ref__rollout__n=1,
+        trainer__use_v1=False,
+        depo__estimator__backbone="/no/such/encoder",
+    )
+    with pytest.raises(DEPOConfigError) as err:
+        validate(cfg)
+    keys = [key for key, _ in err.value.problems]
+    assert sorted(keys) == sorted(
+        [
+            "depo.filter.window",
+            "depo.estimator.pooling",
+            "depo.estimator.no_such_knob",
+            "depo.labels.text_source",
+            "actor_rollout_ref.rollout.n",
+            "trainer.use_v1",
+            "depo.estimator.backbone",
+        ]
+    )
+    assert [line.split(":")[0] for line in str(err.value).splitlines()] == keys
+
+
 def test_builtin_scorer_is_refused_for_sources_without_acc(tmp_path):
     path = tmp_path / "train.parquet"
     pd.DataFrame({"data_source": ["openai/gsm8k"], "prompt": [[{"role": "user", "content": "1+1"}]]}).to_parquet(path)
@@ -150,7 +209,7 @@ def test_valid_variants_pass():
     # depo off: plain verl, DEPO-only requirements are not enforced
     settings = validate(with_values(depo__enable=False, actor_rollout_ref__rollout__n=1))
     assert not settings.uses_estimator
-    # "GRPO + masking": no estimator, so its settings are not checked
+    # "GRPO + masking": no estimator, so whether its backbone exists is not checked
     settings = validate(
         with_values(
             depo__filter__enable=False,
@@ -158,12 +217,12 @@ def test_valid_variants_pass():
             depo__estimator__backbone="/nope",
         )
     )
-    assert settings.enable and not settings.uses_estimator and settings.mask_zero_adv_groups
+    assert settings.enable and not settings.uses_estimator and settings.advantage_filter.mask_zero_adv_groups
 
 
-def test_entry_point_refuses_a_bad_config_before_ray_naming_the_key(tmp_path):
+def test_entry_point_refuses_a_bad_config_before_ray_naming_the_keys(tmp_path):
     out = subprocess.run(
-        [sys.executable, "-m", "recipe.depo.main_depo", *VALID, "depo.filter.window=[0.9,0.1]"],
+        [sys.executable, "-m", "recipe.depo.main_depo", *VALID, "depo.filter.window=[0.9,0.1]", "depo.enable=yes"],
         capture_output=True,
         text=True,
         timeout=180,
@@ -171,4 +230,5 @@ def test_entry_point_refuses_a_bad_config_before_ray_naming_the_key(tmp_path):
     )
     assert out.returncode != 0
     assert "depo: invalid config: depo.filter.window:" in out.stderr, out.stderr[-2000:]
-    assert "ray init" not in out.stdout.lower()
+    assert "depo: invalid config: depo.enable:" in out.stderr, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr and "ray init" not in out.stdout.lower()

@@ -31,7 +31,8 @@ class Source:
 def make(**kw):
     base = dict(low=0.2, high=0.8, warmup_steps=2, explore_rate=0.0, max_scan=100, seed=0)
     base.update(kw)
-    return DifficultyFilter(FilterConfig(**base))
+    window = (base.pop("low"), base.pop("high"))
+    return DifficultyFilter(FilterConfig(window=window, **base))
 
 
 def test_warmup_keeps_everything_drawn():
@@ -128,15 +129,36 @@ def test_state_round_trip_through_json_restores_future_decisions():
 
 def test_bad_inputs_fail_clearly():
     with pytest.raises(ValueError, match="empty"):
-        FilterConfig(low=0.5, high=0.5)
+        FilterConfig(window=(0.5, 0.5))
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        FilterConfig(low=-0.1, high=0.5)
+        FilterConfig(window=(-0.1, 0.5))
     with pytest.raises(ValueError, match="explore_rate"):
         FilterConfig(explore_rate=1.5)
+    with pytest.raises(ValueError, match="max_scan"):
+        DifficultyFilter(FilterConfig())  # null max_scan must be resolved first
     f = make(warmup_steps=0)
     with pytest.raises(ValueError, match="finite"):
         f.select(1, step=1, draw=lambda k: [Candidate("x", float("nan"))])
     with pytest.raises(RuntimeError, match="empty"):
         f.select(1, step=1, draw=lambda k: [])
     assert make().select(0, step=1, draw=Source([0.5])).kept == []
-    assert np.isclose(FilterConfig(low=0.15, high=0.85).centre, 0.5)
+    assert np.isclose(FilterConfig(window=(0.15, 0.85)).centre, 0.5)
+
+
+def test_payloads_ride_along_into_kept_and_carry_over():
+    f = make(warmup_steps=0)
+
+    def draw(k):  # a chunk of 4, two in the window; the payload is the "row"
+        return [Candidate(f"k{i}", p, payload={"row": i}) for i, p in enumerate([0.5, 0.9, 0.6, 0.1])]
+
+    sel = f.select(1, step=1, draw=draw)
+    assert [(a.key, a.payload) for a in sel.kept] == [("k0", {"row": 0})]
+    # the surplus in-window prompt is carried with its row: the queue is the only record of it
+    assert [(a.key, a.payload) for a in f.carry] == [("k2", {"row": 2})]
+    state = json.loads(json.dumps(f.state_dict()))  # payloads are not part of the JSON state
+    g = make(warmup_steps=0)
+    g.load_state_dict(state, payloads=[{"row": 2}])
+    assert [(a.key, a.payload) for a in g.carry] == [("k2", {"row": 2})]
+    assert g.select(1, step=2, draw=draw).kept[0].payload == {"row": 2}
+    with pytest.raises(ValueError, match="1 carried"):
+        make().load_state_dict(state, payloads=[])

@@ -29,9 +29,10 @@ import torch
 from verl.workers.rollout.base import BaseRollout
 from verl.workers.rollout.replica import RolloutReplica, TokenOutput
 
+from recipe.depo.cpu import ROLLOUT_NAME, verl_internals
+
 logger = logging.getLogger(__name__)
 
-ROLLOUT_NAME = "hf"
 SERVER_NAME_PREFIX = f"{ROLLOUT_NAME}_server_"
 
 
@@ -39,22 +40,10 @@ def server_actor_name(replica_rank: int, node_rank: int = 0, name_suffix: str = 
     return f"{SERVER_NAME_PREFIX}{replica_rank}_{node_rank}{name_suffix}"
 
 
-def _cfg_get(config: Any, key: str, default: Any = None) -> Any:
-    if config is None:
-        return default
-    if isinstance(config, dict):
-        return config.get(key, default)
-    getter = getattr(config, "get", None)
-    if callable(getter):
-        try:
-            return getter(key, default)
-        except Exception:
-            pass
-    return getattr(config, key, default)
-
-
+# verl hands its rollout and model configs as BaseConfig dataclasses (tests: plain dicts); both
+# have .get(key, default).
 def _model_path(model_config: Any) -> str:
-    path = _cfg_get(model_config, "local_path") or _cfg_get(model_config, "path")
+    path = model_config.get("local_path") or model_config.get("path")
     if not path:
         raise ValueError("hf rollout: actor_rollout_ref.model.path is not set")
     return str(path)
@@ -116,7 +105,7 @@ class HFRolloutServer:
         self.node_rank = node_rank
         self.batch_window_s = batch_window_s
         path = _model_path(model_config)
-        override = dict(_cfg_get(model_config, "override_config", {}) or {})
+        override = dict(model_config.get("override_config", {}) or {})
         attn = override.get("attn_implementation", "sdpa")
         # fp32: this CPU has no fast bf16 and the trainer recomputes log-probs in fp32.
         self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation=attn)
@@ -130,12 +119,11 @@ class HFRolloutServer:
         self.eos_token_ids = sorted({eos} if isinstance(eos, int) else set(eos or []))
         pad = self.tokenizer.pad_token_id
         self.pad_token_id = pad if pad is not None else (self.eos_token_ids[0] if self.eos_token_ids else 0)
-        self.response_length = int(_cfg_get(config, "response_length", 512))
+        self.response_length = int(config.get("response_length", 512))
         self.max_model_len = int(
-            _cfg_get(config, "max_model_len", None)
-            or (int(_cfg_get(config, "prompt_length", 512)) + self.response_length)
+            config.get("max_model_len", None) or (int(config.get("prompt_length", 512)) + self.response_length)
         )
-        self.max_num_seqs = int(_cfg_get(config, "max_num_seqs", 1024) or 1024)
+        self.max_num_seqs = int(config.get("max_num_seqs", 1024) or 1024)
         self.global_steps: int | None = None
         self.weight_version = 0
         self.served_requests = 0
@@ -143,7 +131,6 @@ class HFRolloutServer:
         self._queue: list[_Request] = []
         self._wakeup: asyncio.Event | None = None
         self._batcher: asyncio.Task | None = None
-        self._paused = False
         self._resume: asyncio.Event | None = None
         self._model_lock: asyncio.Lock | None = None
 
@@ -319,13 +306,11 @@ class HFRolloutServer:
 
     async def abort_all_requests(self, reject_request: bool = False) -> dict[str, Any]:
         self._ensure_loop_state()
-        self._paused = True
         self._resume.clear()
         return {"aborted": 0}
 
     async def resume_generation(self) -> None:
         self._ensure_loop_state()
-        self._paused = False
         self._resume.set()
 
     async def start_profile(self, **kwargs: Any) -> None:
@@ -373,8 +358,7 @@ class HFReplica(RolloutReplica):
         )
         await server.ping.remote()
         self.servers = [server]
-        self._server_handle = server
-        self._server_address = f"{ROLLOUT_NAME}-replica-{self.replica_rank}{self.name_suffix}"
+        verl_internals.set_replica_server(self, server, f"{ROLLOUT_NAME}-replica-{self.replica_rank}{self.name_suffix}")
 
 
 class HFServerAdapter(BaseRollout):

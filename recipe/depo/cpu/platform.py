@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from verl.plugin.platform import PlatformBase
 
-PLATFORM_NAME = "cpu"
+from recipe.depo.cpu import cpu_requested
 
 
 class CPUDeviceModule:
@@ -133,7 +133,7 @@ class PlatformCPU(PlatformBase):
 
     def is_platform_available(self, use_smi_check: bool = False) -> bool:
         # Never auto-detected: the CPU path is chosen explicitly with VERL_PLATFORM=cpu.
-        return os.environ.get("VERL_PLATFORM", "").strip().lower() == PLATFORM_NAME
+        return cpu_requested()
 
     def current_device(self) -> str:
         # verl passes this straight to `.to(...)` / `torch.device(...)`; an integer would mean

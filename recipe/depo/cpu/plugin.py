@@ -20,21 +20,14 @@ verl's own platform lookup then fails loudly too instead of silently picking CUD
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import traceback
 
+from recipe.depo.cpu import CPU_PLATFORM, ROLLOUT_NAME, cpu_requested
+
 logger = logging.getLogger(__name__)
 
-PLATFORM_ENV = "VERL_PLATFORM"
-CPU_PLATFORM = "cpu"
-ROLLOUT_NAME = "hf"
-
 _registered = False
-
-
-def cpu_requested() -> bool:
-    return os.environ.get(PLATFORM_ENV, "").strip().lower() == CPU_PLATFORM
 
 
 def _register_engines() -> None:
@@ -48,10 +41,11 @@ def _register_engines() -> None:
         from verl.workers.engine.fsdp.transformer_impl import FSDPEngineWithLMHead, FSDPEngineWithValueHead
 
     for model_type, engine_cls in (("language_model", FSDPEngineWithLMHead), ("value_model", FSDPEngineWithValueHead)):
-        backends = EngineRegistry._engines.get(model_type, {})
-        todo = [b for b in ("fsdp", "fsdp2") if CPU_PLATFORM not in backends.get(b, {})]
-        if todo:
-            EngineRegistry.register(model_type=model_type, backend=todo, device=CPU_PLATFORM)(engine_cls)
+        for backend in ("fsdp", "fsdp2"):
+            try:
+                EngineRegistry.register(model_type=model_type, backend=backend, device=CPU_PLATFORM)(engine_cls)
+            except AssertionError:  # verl's registry asserts on duplicates: a CPU engine is already there
+                pass
 
 
 def _load_hf_replica():

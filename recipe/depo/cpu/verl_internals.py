@@ -1,9 +1,10 @@
-"""Every place the CPU plugin reaches into a private part of verl 0.9.1, and nothing else.
+"""Every place the CPU backend reaches into a private part of verl 0.9.1, and nothing else.
 
 verl has public registries for platforms, training engines and rollout replicas, which
-``plugin.py`` uses. Three things have no public hook; each is patched here, and
-:func:`check_internals` (run by ``tests/cpu/test_cpu_verl_internals.py``) fails with a message
-naming the internal when an upgrade of verl moves it.
+``plugin.py`` uses. Four things have no public hook; each is done here, fails with
+:class:`VerlInternalsChanged` naming the internal when verl moves it, and is listed (with the
+upstream hook that would remove it) in docs/verl_surface.md. tests/cpu/test_cpu_plugin.py checks
+their effect in fresh interpreters.
 
 1. ``verl.workers.rollout.base._ROLLOUT_REGISTRY``: the dict mapping ``(name, "async")`` to the
    worker-side ``BaseRollout`` class path. There is no register function.
@@ -15,6 +16,9 @@ naming the internal when an upgrade of verl moves it.
    ``"cpu:gloo,<device>:<backend>"``, which becomes ``"cpu:gloo,cpu:gloo"`` on CPU and torch
    rejects the duplicate device. The wrapper passes plain ``"gloo"`` when the platform is CPU;
    ``verl.workers.engine_workers`` imported the function by name, so its binding is replaced too.
+4. ``RolloutReplica._server_handle`` / ``_server_address``: verl's ``LLMServerManager`` reads
+   these private fields of every replica (not the public properties over them); a replica's
+   ``launch_servers`` must fill them, as verl's own vLLM/SGLang replicas do.
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ import functools
 import importlib
 import inspect
 import sys
+from typing import Any
+
+from recipe.depo.cpu import ROLLOUT_NAME
 
 HF_ADAPTER_FQN = "recipe.depo.cpu.hf_rollout.HFServerAdapter"
 
@@ -46,7 +53,7 @@ def _changed(what: str, detail: str) -> VerlInternalsChanged:
 
 
 # ---------------------------------------------------------------- 1. rollout adapter dict
-def register_rollout_adapter(name: str = "hf", fqn: str = HF_ADAPTER_FQN) -> None:
+def register_rollout_adapter(name: str = ROLLOUT_NAME, fqn: str = HF_ADAPTER_FQN) -> None:
     base = importlib.import_module(_ROLLOUT_BASE)
     registry = getattr(base, "_ROLLOUT_REGISTRY", None)
     if not isinstance(registry, dict):
@@ -108,38 +115,11 @@ def apply_all() -> None:
     patch_process_group_backend()
 
 
-def check_internals() -> list[str]:
-    """Verify, without patching, that every internal above still has the shape relied on.
-
-    Returns the list of checked internals; raises :class:`VerlInternalsChanged` otherwise.
-    """
-    checked = []
-    base = importlib.import_module(_ROLLOUT_BASE)
-    registry = getattr(base, "_ROLLOUT_REGISTRY", None)
-    if not isinstance(registry, dict) or ("vllm", "async") not in registry:
-        raise _changed(f"{_ROLLOUT_BASE}._ROLLOUT_REGISTRY", "missing or without the ('vllm', 'async') entry")
-    getter = getattr(base, "get_rollout_class", None)
-    if getter is None or "_ROLLOUT_REGISTRY" not in inspect.getsource(getter):
-        raise _changed(f"{_ROLLOUT_BASE}.get_rollout_class", "no longer reads _ROLLOUT_REGISTRY")
-    checked.append(f"{_ROLLOUT_BASE}._ROLLOUT_REGISTRY")
-
-    impl = importlib.import_module(_FSDP_IMPL)
-    if not hasattr(impl, "CPUOffloadPolicy"):
-        raise _changed(f"{_FSDP_IMPL}.CPUOffloadPolicy", "name not found")
-    source = inspect.getsource(impl)
-    if "CPUOffloadPolicy(pin_memory=True)" not in source:
-        raise _changed(f"{_FSDP_IMPL}", "no longer builds CPUOffloadPolicy(pin_memory=True); the patch may be unneeded")
-    checked.append(f"{_FSDP_IMPL}.CPUOffloadPolicy")
-
-    dist = importlib.import_module(_DISTRIBUTED)
-    fn = getattr(dist, "initialize_global_process_group_ray", None)
-    if fn is None:
-        raise _changed(f"{_DISTRIBUTED}.initialize_global_process_group_ray", "function not found")
-    fn = inspect.unwrap(fn)
-    if "backend" not in inspect.signature(fn).parameters or 'f"cpu:gloo,' not in inspect.getsource(fn):
-        raise _changed(f"{_DISTRIBUTED}.initialize_global_process_group_ray", "backend handling changed")
-    workers = importlib.import_module(_ENGINE_WORKERS)
-    if not hasattr(workers, "initialize_global_process_group_ray"):
-        raise _changed(f"{_ENGINE_WORKERS}.initialize_global_process_group_ray", "no longer imported by name")
-    checked.append(f"{_DISTRIBUTED}.initialize_global_process_group_ray")
-    return checked
+# ---------------------------------------------------------------- 4. replica server fields
+def set_replica_server(replica: Any, handle: Any, address: str) -> None:
+    """Publish a launched server where verl's LLMServerManager looks for it."""
+    for name in ("_server_handle", "_server_address"):
+        if name not in vars(replica):
+            raise _changed(f"RolloutReplica.{name}", "no longer set by RolloutReplica.__init__")
+    replica._server_handle = handle
+    replica._server_address = address

@@ -1,7 +1,7 @@
 """The DEPO difficulty estimator: predicts a prompt's mean@k accuracy under the current policy."""
 
 from .config import EstimatorConfig
-from .losses import distill_loss, ranking_loss, score_loss, total_loss
+from .losses import distill_loss, objective, ranking_loss, score_loss
 from .model import DifficultyEstimator
 from .online import OnlineEstimator, spearman
 from .tiny import build_tiny_encoder
@@ -13,7 +13,7 @@ __all__ = [
     "score_loss",
     "distill_loss",
     "ranking_loss",
-    "total_loss",
+    "objective",
     "spearman",
     "build_tiny_encoder",
 ]

@@ -1,22 +1,28 @@
-"""Configuration of the DEPO difficulty estimator."""
+"""Configuration of the DEPO difficulty estimator (``depo.estimator`` in depo_trainer.yaml)."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
-_POOLINGS = ("cls", "mean")
-_DTYPES = ("float32", "bfloat16")
-_DEVICES = ("auto", "cpu", "cuda")
+from verl.base_config import BaseConfig
+
+from ..config_fields import DEPOConfigError, FieldChecks, build, field_names
+
+POOLINGS = ("cls", "mean")
+DTYPES = ("float32", "bfloat16")
+DEVICES = ("auto", "cpu", "cuda")
+# Where the trainer starts the estimator's worker (recipe.depo.workers.estimator_client).
+PLACEMENTS = ("colocated", "separate", "cpu")
 
 
 @dataclass
-class EstimatorConfig:
+class EstimatorConfig(BaseConfig):
     """Settings of the estimator; defaults are the authors' launcher values (paper.md)."""
+
+    config_key: ClassVar[str] = "depo.estimator"
 
     backbone: str = "distilbert-base-uncased"
     pooling: str = "cls"
@@ -37,75 +43,49 @@ class EstimatorConfig:
     # "auto" = CUDA when torch sees a GPU, else CPU; the Ray worker relies on this.
     device: str = "auto"
     weight_decay: float = 0.01
+    placement: str = "colocated"
 
     def __post_init__(self) -> None:
-        if not isinstance(self.backbone, str) or not self.backbone:
-            raise ValueError(f"backbone must be a non-empty string (local dir or hub id), got {self.backbone!r}")
-        if self.pooling not in _POOLINGS:
-            raise ValueError(f"pooling must be one of {_POOLINGS}, got {self.pooling!r}")
-        if self.dtype not in _DTYPES:
-            raise ValueError(f"dtype must be one of {_DTYPES}, got {self.dtype!r}")
-        if self.device not in _DEVICES:
-            raise ValueError(f"device must be one of {_DEVICES}, got {self.device!r}")
+        check = FieldChecks(self)
+        check.text("backbone", what="a non-empty string (local dir or hub id)")
+        check.choice("pooling", POOLINGS)
+        check.choice("dtype", DTYPES)
+        check.choice("device", DEVICES)
+        check.choice("placement", PLACEMENTS)
         # OmegaConf hands lists (ListConfig); a tuple keeps the config hashable and JSON-stable.
-        try:
-            self.hidden_dims = tuple(int(d) for d in self.hidden_dims)
-        except TypeError as exc:
-            raise ValueError(f"hidden_dims must be a sequence of positive ints, got {self.hidden_dims!r}") from exc
-        if any(d <= 0 for d in self.hidden_dims):
-            raise ValueError(f"hidden_dims must be positive ints, got {self.hidden_dims!r}")
+        dims = self.hidden_dims
+        if isinstance(dims, (str, bytes)) or not hasattr(dims, "__iter__") or not all(_positive_int(d) for d in dims):
+            check.fail("hidden_dims", f"must be a sequence of positive ints, got {dims!r}")
+        else:
+            object.__setattr__(self, "hidden_dims", tuple(int(d) for d in dims))
         for name in ("max_length", "micro_batch_size", "predict_batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ValueError(f"seed must be an int, got {self.seed!r}")
-        self._check_float("dropout", lo=0.0, hi=1.0, hi_open=True)
-        self._check_float("lr", lo=0.0, lo_open=True)
-        self._check_float("backbone_lr_scale", lo=0.0)
-        self._check_float("w_distill", lo=0.0)
-        self._check_float("w_ranking", lo=0.0)
-        self._check_float("ranking_threshold", lo=0.0)
-        self._check_float("ranking_margin", lo=0.0)
-        self._check_float("grad_clip", lo=0.0, lo_open=True)
-        self._check_float("weight_decay", lo=0.0)
-
-    def _check_float(self, name: str, *, lo: float, hi: float = math.inf, lo_open=False, hi_open=False) -> None:
-        value = getattr(self, name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ValueError(f"{name} must be a finite number, got {value!r}")
-        too_low = value <= lo if lo_open else value < lo
-        too_high = value >= hi if hi_open else value > hi
-        if too_low or too_high:
-            lo_b = "(" if lo_open else "["
-            hi_b = ")" if hi_open else "]"
-            raise ValueError(f"{name} must be in {lo_b}{lo}, {hi}{hi_b}, got {value!r}")
-        setattr(self, name, float(value))
+            check.integer(name, minimum=1)
+        check.integer("seed")
+        check.number("dropout", lo=0.0, hi=1.0, hi_open=True)
+        check.number("lr", lo=0.0, lo_open=True)
+        for name in ("backbone_lr_scale", "w_distill", "w_ranking", "ranking_threshold", "ranking_margin"):
+            check.number(name, lo=0.0)
+        check.number("grad_clip", lo=0.0, lo_open=True)
+        check.number("weight_decay", lo=0.0)
+        check.done()
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any] | None) -> EstimatorConfig:
         """Build from a plain dict or an OmegaConf block; unknown keys are an error."""
-        if values is None:
-            return cls()
-        try:  # OmegaConf is optional here: accept DictConfig without importing it eagerly
-            from omegaconf import DictConfig, OmegaConf
-
-            if isinstance(values, DictConfig):
-                values = OmegaConf.to_container(values, resolve=True)
-        except ImportError:  # pragma: no cover
-            pass
-        if not isinstance(values, Mapping):
-            raise ValueError(f"estimator config must be a mapping, got {type(values).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown estimator config keys {unknown}; valid keys: {sorted(known)}")
-        return cls(**dict(values))
+        problems: list[tuple[str, str]] = []
+        config = build(cls, values, problems)
+        if problems:
+            raise DEPOConfigError(problems)
+        return config
 
     def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
+        out = {name: getattr(self, name) for name in field_names(type(self))}
         out["hidden_dims"] = list(self.hidden_dims)
         return out
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0

@@ -51,28 +51,17 @@ def ranking_loss(score_logits: torch.Tensor, mean_k: torch.Tensor, threshold: fl
     return (hinge * mask).sum() / num_pairs
 
 
-def total_loss(
-    score_logits: torch.Tensor,
-    distill_logits: torch.Tensor,
-    mean_k: torch.Tensor,
-    avg_logprob: torch.Tensor,
-    *,
-    w_distill: float = 0.5,
-    w_ranking: float = 3.0,
-    threshold: float = 0.05,
-    margin: float = 0.5,
-) -> dict[str, torch.Tensor]:
-    """score + w_distill * distill + w_ranking * ranking; a weight of 0 removes its term entirely.
+def objective(score, distill, ranking, *, w_distill: float, w_ranking: float):
+    """The estimator's update objective from its three terms (tensors or floats):
+    ``score + w_distill * distill + w_ranking * ranking``.
 
-    Returns a dict with ``loss`` and each term (terms are reported even when their weight is 0).
+    ``OnlineEstimator.update`` reports its loss with this and its gradient is tested against it.
+    A weight of 0 (or ``distill=None``: no log-probs this step) leaves its term out entirely, so
+    a NaN in an unused term cannot leak into the loss (``0 * nan`` is NaN).
     """
-    s = score_loss(score_logits, mean_k)
-    d = distill_loss(distill_logits, avg_logprob)
-    r = ranking_loss(score_logits, mean_k, threshold, margin)
-    loss = s
-    # Adding 0 * term would still propagate a NaN from a disabled term; skip it instead.
-    if w_distill != 0:
-        loss = loss + w_distill * d
+    loss = score
+    if distill is not None and w_distill != 0:
+        loss = loss + w_distill * distill
     if w_ranking != 0:
-        loss = loss + w_ranking * r
-    return {"loss": loss, "score_loss": s, "distill_loss": d, "ranking_loss": r}
+        loss = loss + w_ranking * ranking
+    return loss

@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..fsutil import publish_dir
+from ..fsutil import publish_dir, read_json
 from .config import EstimatorConfig
-from .losses import distill_loss, ranking_loss, ranking_pair_mask, score_loss
+from .losses import distill_loss, objective, ranking_loss, ranking_pair_mask, score_loss
 from .model import DifficultyEstimator
 
 CHECKPOINT_FORMAT_VERSION = 1
@@ -299,7 +299,7 @@ class OnlineEstimator:
             # with the *same* RNG state — so dropout draws the same masks and the logits are the
             # ones the ranking gradient was taken at — and backpropagates
             # (|mb|/B) * (score + w_distill * distill) + <d ranking/d logits, logits>.
-            # The sum over micro-batches is the gradient of the full-batch total loss, with the
+            # The sum over micro-batches is the gradient of the full-batch `objective`, with the
             # ranking weight undivided. Pass 1 is skipped when there is no ranking term, and when
             # the batch fits in one micro-batch (then the ranking loss joins the single graph).
             fused_ranking = use_ranking and len(batches) == 1
@@ -328,35 +328,37 @@ class OnlineEstimator:
                     weight = len(idx) / n
                     mb_labels = labels[idx].to(self.device)
                     s_loss = score_loss(s, mb_labels)
-                    objective = weight * s_loss
+                    mb_loss = weight * s_loss
                     if logprob is not None:
                         d_loss = distill_loss(d, logprob[idx].to(self.device))
                         distill_value += weight * float(d_loss.detach())
                         if use_distill:
-                            objective = objective + (weight * cfg.w_distill) * d_loss
+                            mb_loss = mb_loss + (weight * cfg.w_distill) * d_loss
                     if rank_grad is not None:
                         # Its value is not a loss, but its gradient is exactly the ranking
                         # term's gradient through this micro-batch's logits.
-                        objective = objective + (rank_grad[idx] * s).sum()
+                        mb_loss = mb_loss + (rank_grad[idx] * s).sum()
                     elif fused_ranking:
                         rank = ranking_loss(s, mb_labels, cfg.ranking_threshold, cfg.ranking_margin)
                         ranking_value = float(rank.detach())
-                        objective = objective + cfg.w_ranking * rank
+                        mb_loss = mb_loss + cfg.w_ranking * rank
                     score_value += weight * float(s_loss.detach())
-                    if not torch.isfinite(objective).item():
+                    if not torch.isfinite(mb_loss).item():
                         finite = False
                         break
-                    objective.backward()
+                    mb_loss.backward()
                     pre_logits[idx] = s.detach().cpu()
 
         if finite and not use_ranking and num_pairs > 0:
             # Ranking is off (w_ranking = 0) but still reported, from the logits we already have.
             ranking_value = float(ranking_loss(pre_logits, labels, cfg.ranking_threshold, cfg.ranking_margin))
-        loss_value = score_value
-        if use_distill:
-            loss_value += cfg.w_distill * distill_value
-        if use_ranking:
-            loss_value += cfg.w_ranking * ranking_value
+        loss_value = objective(
+            score_value,
+            distill_value if logprob is not None else None,
+            ranking_value if use_ranking else 0.0,
+            w_distill=cfg.w_distill,
+            w_ranking=cfg.w_ranking,
+        )
 
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
         grad_norm = float("nan")
@@ -437,14 +439,12 @@ class OnlineEstimator:
         ``device``/``dtype`` override the saved config (e.g. a bfloat16 GPU checkpoint read on CPU
         needs ``device="cpu", dtype="float32"``); weights are float32 either way.
         """
-        with open(os.path.join(path, "config.json")) as f:
-            values = json.load(f)
+        values = read_json(os.path.join(path, "config.json"), "estimator config")
         if device is not None:
             values["device"] = device
         if dtype is not None:
             values["dtype"] = dtype
-        with open(os.path.join(path, "state.json")) as f:
-            state = json.load(f)
+        state = read_json(os.path.join(path, "state.json"), "estimator checkpoint state")
         if state.get("format_version") != CHECKPOINT_FORMAT_VERSION:
             raise ValueError(
                 f"{path}: checkpoint format_version {state.get('format_version')!r}, "

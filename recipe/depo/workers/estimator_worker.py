@@ -1,14 +1,9 @@
 """The Ray worker that hosts DEPO's difficulty estimator next to verl's actor/rollout workers.
 
-Use through a ``RayWorkerGroup`` of world size 1 (the estimator is small; one process is the
-normal case). Every method is dispatched ONE_TO_ALL, so verl returns a list with one result per
-worker; ``single_result`` unwraps it::
-
-    pool = RayResourcePool(process_on_nodes=[1], use_gpu=torch.cuda.is_available(), max_colocate_count=1)
-    wg = RayWorkerGroup(pool, RayClassWithInitArgs(ray.remote(DifficultyEstimatorWorker), config=cfg_dict))
-    wg.init_model()
-    preds = single_result(wg.predict(prompts))          # np.ndarray float32
-    metrics = single_result(wg.update(prompts, mean_k, avg_logprob))
+Used through a ``RayWorkerGroup`` of world size 1 (the estimator is small; one process is the
+normal case), which ``estimator_client.EstimatorClient`` starts and calls. Every method is
+dispatched ONE_TO_ALL, so verl returns a list with one result per worker. Resuming is done by
+starting a worker with ``checkpoint=``.
 
 Transfer is kept cheap: prompts go as a plain list of str, labels and predictions as float32
 numpy arrays (Ray ships numpy buffers without pickling element by element).
@@ -16,22 +11,11 @@ numpy arrays (Ray ships numpy buffers without pickling element by element).
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 from verl.single_controller.base import Worker
 from verl.single_controller.base.decorator import Dispatch, register
 
 from recipe.depo.estimator import EstimatorConfig, OnlineEstimator
-
-
-def single_result(outputs: Any) -> Any:
-    """Unwrap the per-worker list that a ONE_TO_ALL call through a worker group returns."""
-    if isinstance(outputs, list):
-        if not outputs:
-            raise ValueError("the worker group returned no result (no workers?)")
-        return outputs[0]
-    return outputs
 
 
 class DifficultyEstimatorWorker(Worker):
@@ -74,18 +58,9 @@ class DifficultyEstimatorWorker(Worker):
         return self._require().predict(prompts)
 
     @register(dispatch_mode=Dispatch.ONE_TO_ALL)
-    def predict_with_confidence(self, prompts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        return self._require().predict_with_confidence(prompts)
-
-    @register(dispatch_mode=Dispatch.ONE_TO_ALL)
     def update(self, prompts: list[str], mean_k: np.ndarray, avg_logprob: np.ndarray | None = None) -> dict:
         return self._require().update(prompts, mean_k, avg_logprob)
 
     @register(dispatch_mode=Dispatch.ONE_TO_ALL)
     def save_checkpoint(self, path: str) -> str:
         return self._require().save(path)
-
-    @register(dispatch_mode=Dispatch.ONE_TO_ALL)
-    def load_checkpoint(self, path: str) -> dict:
-        self.estimator = OnlineEstimator.load(path, device=self.config.device, dtype=self.config.dtype)
-        return self.describe()

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from recipe.depo.cpu import tiny_policy
-from recipe.depo.cpu.tiny_policy import TinyPolicySpec
+from recipe.depo.demo import tiny_policy
+from recipe.depo.demo.tiny_policy import TinyPolicySpec
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ The result is cached in ``$DEPO_CPU_CACHE`` (default ``~/.cache/depo-verl``) und
 ``tiny-policy-<hash>``, the hash covering everything that determines the weights, so a second
 run reuses it. Build or locate it with::
 
-    python -m recipe.depo.cpu.tiny_policy [--cache-dir DIR] [--steps N] [--seed S] [--eval]
+    python -m recipe.depo.demo.tiny_policy [--cache-dir DIR] [--steps N] [--seed S] [--eval]
 
 which prints the model directory on the last line of stdout.
 """

@@ -1,0 +1,104 @@
+"""DEPO's state inside verl's checkpoint folders: ``global_step_N/depo/``.
+
+Layout: ``estimator/`` (the estimator's own atomic checkpoint), ``state.json`` (format version,
+step, filter state) and ``carry_rows.pt`` (the carried dataset rows, in carry-over order). The
+folder is written to a temporary directory and renamed into place, and the trainer does so
+*before* verl writes its ``latest_checkpointed_iteration.txt``, so the step verl resumes from
+always has complete DEPO state. Which folder that is comes from verl's own lookup
+(``find_latest_ckpt_path`` or ``trainer.resume_from_path``); tests/trainer/test_depo_verl_contract.py
+checks it is the folder verl loads the actor from.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import uuid
+from typing import TYPE_CHECKING
+
+import torch
+from omegaconf import DictConfig
+from verl.utils.checkpoint.checkpoint_manager import find_latest_ckpt_path
+
+from recipe.depo.fsutil import publish_dir, read_json
+
+if TYPE_CHECKING:
+    from recipe.depo.intake import PromptIntake
+    from recipe.depo.workers.estimator_client import EstimatorClient
+
+logger = logging.getLogger(__name__)
+
+STATE_DIR = "depo"
+# 2: carried rows are single-row TensorDicts (verl's dataloader format), not per-row dicts.
+STATE_FORMAT_VERSION = 2
+
+
+def step_folder(config: DictConfig, step: int) -> str:
+    """The ``global_step_N`` folder verl's ``_save_checkpoint`` writes step ``step`` to."""
+    return os.path.join(config.trainer.default_local_dir, f"global_step_{step}")
+
+
+def resumed_folder(config: DictConfig) -> str | None:
+    """The ``global_step_N`` folder verl's ``_load_checkpoint`` resumes from, by verl's own rules."""
+    trainer = config.trainer
+    if trainer.resume_mode == "resume_path":
+        return os.path.abspath(trainer.resume_from_path)
+    if trainer.resume_mode == "auto":
+        return find_latest_ckpt_path(os.path.abspath(trainer.default_local_dir))
+    return None
+
+
+def save(config: DictConfig, step: int, intake: PromptIntake, estimator: EstimatorClient) -> str:
+    """Write ``global_step_<step>/depo/`` completely, or leave nothing behind."""
+    folder = step_folder(config, step)
+    os.makedirs(folder, exist_ok=True)
+    final = os.path.join(folder, STATE_DIR)
+    tmp = os.path.join(folder, f".{STATE_DIR}.tmp-{uuid.uuid4().hex[:8]}")
+    os.makedirs(tmp)
+    try:
+        estimator.save(os.path.abspath(os.path.join(tmp, "estimator")))
+        torch.save(intake.carried_rows(), os.path.join(tmp, "carry_rows.pt"))
+        state = {"format_version": STATE_FORMAT_VERSION, "global_steps": step, **intake.state_dict()}
+        with open(os.path.join(tmp, "state.json"), "w") as f:
+            json.dump(state, f)
+        publish_dir(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def locate(config: DictConfig, require_state: bool) -> str | None:
+    """The DEPO state directory of the checkpoint verl resumed from, or None to start fresh."""
+    folder = resumed_folder(config)
+    if folder is None:
+        return None
+    state_dir = os.path.join(folder, STATE_DIR)
+    if os.path.isfile(os.path.join(state_dir, "state.json")):
+        return state_dir
+    if require_state:
+        raise RuntimeError(
+            f"resuming from {folder}, which holds no DEPO state ({STATE_DIR}/): the estimator and the "
+            "filter would silently restart from scratch. Set depo.checkpoint.require_state=false to "
+            "accept that (e.g. to start DEPO from a plain GRPO checkpoint)."
+        )
+    logger.warning(f"{folder} has no DEPO state; estimator and filter start fresh")
+    return None
+
+
+def estimator_dir(state_dir: str) -> str:
+    return os.path.join(state_dir, "estimator")
+
+
+def restore(state_dir: str, intake: PromptIntake) -> None:
+    """Put the filter's state and the carried rows saved in ``state_dir`` back into ``intake``."""
+    state = read_json(os.path.join(state_dir, "state.json"), "DEPO filter state")
+    if state.get("format_version") != STATE_FORMAT_VERSION:
+        raise RuntimeError(
+            f"{state_dir}: DEPO state format {state.get('format_version')!r} is not supported "
+            f"(this depo-verl writes and reads format {STATE_FORMAT_VERSION})"
+        )
+    rows = torch.load(os.path.join(state_dir, "carry_rows.pt"), weights_only=False)
+    intake.load_state_dict(state, rows)

@@ -1,0 +1,174 @@
+"""DEPO's batch intake: what replaces verl's "next gen batch" when the estimator is on.
+
+:class:`PromptIntake` draws dataloader fetches, has the estimator score each prompt's problem
+text, lets the :class:`~recipe.depo.filter.DifficultyFilter` decide, and returns exactly the
+requested prompts as one batch. Kept prompts beyond the request stay in the filter's carry-over
+queue *with their dataset rows* (the filter carries each candidate's payload), so that queue is
+the only record of what is carried over. The intake also writes the admissions log and keeps
+the step's intake metrics and the prompts it submitted (for calibration against their labels).
+
+It knows nothing of the trainer: the caller passes the fetch (verl's ``_fetch_one_gen_batch``)
+and the scorer (the estimator worker's ``predict``), so tests can drive it with plain functions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from tensordict import TensorDict
+from verl.utils import tensordict_utils as tu
+
+from recipe.depo.filter import REASONS, Admitted, Candidate, DifficultyFilter, FilterConfig, Selection
+from recipe.depo.labels import prompt_text
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """A prompt sent to rollout: what the estimator read, and what it predicted at selection."""
+
+    text: str
+    prediction: float
+    reason: str
+
+
+@dataclass
+class _StepRecord:
+    """What the intake did during one training step (over all its calls)."""
+
+    scanned: int = 0
+    scanned_in_window: int = 0
+    kept: list[Admitted] = field(default_factory=list)
+    carried_in: int = 0
+    cap_hit: bool = False
+    predict_time_s: float = 0.0
+
+
+class PromptIntake:
+    def __init__(
+        self,
+        filter_config: FilterConfig,
+        text_source: str,
+        rollouts_per_prompt: int,
+        admissions_log: str | None = None,
+    ) -> None:
+        self.filter = DifficultyFilter(filter_config)
+        self.text_source = text_source
+        self.rollouts_per_prompt = rollouts_per_prompt
+        self.admissions_log = admissions_log
+        self._step = _StepRecord()
+        # uid -> what was submitted to rollout during the current step
+        self.submitted: dict[str, Submitted] = {}
+
+    def begin_step(self) -> None:
+        self._step = _StepRecord()
+        self.submitted = {}
+
+    # ------------------------------------------------------------------ selection
+    def next_batch(
+        self,
+        needed: int,
+        step: int,
+        fetch: Callable[[], TensorDict],
+        score: Callable[[list[str]], np.ndarray],
+    ) -> TensorDict:
+        """Exactly ``needed`` prompts as one batch; ``fetch()`` returns one dataloader batch with
+        ``uid``s, ``score(texts)`` one predicted accuracy per text."""
+
+        def draw(at_least: int) -> list[Candidate]:
+            rows, texts, uids = [], [], []
+            while len(rows) < at_least:
+                fetched = fetch()
+                extras = tu.get(fetched, "extra_info") or [None] * len(fetched)
+                uids += [str(u) for u in tu.get(fetched, "uid")]
+                texts += [prompt_text(p, e, self.text_source) for p, e in zip(tu.get(fetched, "raw_prompt"), extras)]
+                rows += [tu.index_select_tensor_dict(fetched, [i]) for i in range(len(fetched))]
+            predictions = self._score(score, texts)
+            return [Candidate(u, float(p), payload=r) for u, p, r in zip(uids, predictions, rows)]
+
+        selection = self.filter.select(needed, step, draw)
+        if not selection.kept:
+            raise ValueError(f"the intake was asked for {needed} prompts; a batch needs at least one")
+        for a in selection.kept:
+            self.submitted[a.key] = Submitted(self.text_of(a.payload), a.prediction, a.reason)
+        self._record(selection)
+        if self.admissions_log:
+            self._log_admissions(selection, step)
+        return tu.concat_tensordict([admitted.payload for admitted in selection.kept])
+
+    def text_of(self, row: TensorDict) -> str:
+        extra = tu.get(row, "extra_info")
+        return prompt_text(tu.get(row, "raw_prompt")[0], extra[0] if extra else None, self.text_source)
+
+    def _score(self, score: Callable[[list[str]], np.ndarray], texts: list[str]) -> np.ndarray:
+        started = time.perf_counter()
+        predictions = np.asarray(score(texts), dtype=np.float64)
+        self._step.predict_time_s += time.perf_counter() - started
+        if predictions.shape != (len(texts),):
+            raise RuntimeError(f"estimator returned {predictions.shape} predictions for {len(texts)} prompts")
+        return predictions
+
+    def _record(self, selection: Selection) -> None:
+        record = self._step
+        record.scanned += len(selection.scanned)
+        record.scanned_in_window += sum(self.filter.in_window(c.prediction) for c in selection.scanned)
+        record.kept.extend(selection.kept)
+        record.carried_in += selection.carried_in
+        record.cap_hit |= selection.scan_cap_hit
+
+    def _log_admissions(self, selection: Selection, step: int) -> None:
+        """One JSON line per decided prompt: what was predicted and why it was (not) rolled out."""
+        scanned = {c.key: c.prediction for c in selection.scanned}
+        base = {"step": step, "window": [self.filter.config.low, self.filter.config.high]}
+        lines = [dict(base, uid=a.key, prediction=a.prediction, decision=a.reason) for a in selection.kept]
+        lines += [
+            dict(base, uid=a.key, prediction=a.prediction, decision="carried")
+            for a in self.filter.carry
+            if a.key in scanned
+        ]
+        lines += [dict(base, uid=k, prediction=scanned.get(k), decision="rejected") for k in selection.rejected]
+        os.makedirs(os.path.dirname(os.path.abspath(self.admissions_log)), exist_ok=True)
+        with open(self.admissions_log, "a") as f:
+            f.writelines(json.dumps(line) + "\n" for line in lines)
+
+    # ------------------------------------------------------------------ metrics
+    def step_metrics(self, step: int) -> dict[str, float]:
+        record = self._step
+        warm = self.filter.warming_up(step)
+        kept_preds = np.array([a.prediction for a in record.kept])
+        if warm:
+            survival = 1.0
+        else:  # NaN when the batch came entirely from carry-over: nothing was scored this step
+            survival = record.scanned_in_window / record.scanned if record.scanned else float("nan")
+        out = {
+            "depo/prompts_scanned": record.scanned,
+            "depo/survival_rate": survival,
+            "depo/rollouts_saved": self.rollouts_per_prompt * self.filter.counters["rejected"],
+            "depo/pred_mean": float(kept_preds.mean()) if kept_preds.size else float("nan"),
+            "depo/pred_std": float(kept_preds.std()) if kept_preds.size else float("nan"),
+            "depo/warmup_active": float(warm),
+            "depo/scan_cap_hit": float(record.cap_hit),
+            "depo/prompts_kept": len(record.kept),
+            "depo/prompts_carried_in": record.carried_in,
+            "depo/carry_over": len(self.filter.carry),
+            "depo/estimator/predict_time_s": record.predict_time_s,
+        }
+        for reason in REASONS:
+            out[f"depo/kept_{reason}"] = sum(1 for a in record.kept if a.reason == reason)
+        return out
+
+    # ------------------------------------------------------------------ checkpoint state
+    def state_dict(self) -> dict[str, Any]:
+        """JSON state; the carried rows themselves are ``carried_rows()`` (same order)."""
+        return {"filter": self.filter.state_dict()}
+
+    def carried_rows(self) -> list[TensorDict]:
+        return [admitted.payload for admitted in self.filter.carry]
+
+    def load_state_dict(self, state: dict[str, Any], carried_rows: Sequence[TensorDict]) -> None:
+        self.filter.load_state_dict(state["filter"], payloads=list(carried_rows))

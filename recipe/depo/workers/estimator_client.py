@@ -1,0 +1,127 @@
+"""The trainer's side of the estimator worker: where it runs, the calls, and its checkpoint.
+
+``depo.estimator.placement``:
+
+* ``colocated`` -- one process in the first bundle of the actor's resource pool, sharing that
+  GPU, as verl's own rollout replicas share the actor pool;
+* ``separate`` -- its own one-GPU pool (the cluster needs a GPU beyond the trainer's);
+* ``cpu`` -- a CPU-only process (small encoders, tests).
+
+Every call goes through a verl ``RayWorkerGroup`` of one worker; ``single_result`` unwraps the
+per-worker list verl returns for ONE_TO_ALL methods.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from recipe.depo.estimator import EstimatorConfig, spearman
+from recipe.depo.labels import PromptLabels
+
+logger = logging.getLogger(__name__)
+logger.setLevel(os.getenv("VERL_LOGGING_LEVEL", "INFO"))
+
+
+def single_result(outputs: Any) -> Any:
+    """Unwrap the per-worker list that a ONE_TO_ALL call through a worker group returns."""
+    if isinstance(outputs, list):
+        if not outputs:
+            raise ValueError("the worker group returned no result (no workers?)")
+        return outputs[0]
+    return outputs
+
+
+def estimator_pool(placement: str, actor_pool: Any = None):
+    """The Ray resource pool the estimator worker is placed in (see the module docstring)."""
+    from verl.single_controller.ray import RayResourcePool
+    from verl.single_controller.ray.base import split_resource_pool
+
+    if placement in ("cpu", "separate"):
+        # Placement-group names are cluster-global: a fixed one would collide with a second trainer.
+        return RayResourcePool(
+            process_on_nodes=[1],
+            use_gpu=placement == "separate",
+            max_colocate_count=1,
+            name_prefix=f"depo_estimator_{uuid.uuid4().hex[:6]}_",
+        )
+    if actor_pool is None:
+        raise ValueError("placement 'colocated' needs the actor's resource pool")
+    return split_resource_pool(actor_pool, split_size=1)[0]
+
+
+class EstimatorClient:
+    """Handle on one running ``DifficultyEstimatorWorker``."""
+
+    def __init__(self, worker_group: Any) -> None:
+        self.worker_group = worker_group
+
+    @classmethod
+    def start(
+        cls,
+        config: EstimatorConfig,
+        *,
+        actor_pool: Any = None,
+        device_name: str = "cuda",
+        checkpoint: str | None = None,
+    ) -> EstimatorClient:
+        """Start the worker in its pool and load the backbone (or ``checkpoint``, to resume)."""
+        import ray
+        from verl.single_controller.ray import RayClassWithInitArgs, RayWorkerGroup
+
+        from recipe.depo.workers.estimator_worker import DifficultyEstimatorWorker
+
+        pool = estimator_pool(config.placement, actor_pool)
+        worker_group = RayWorkerGroup(
+            resource_pool=pool,
+            ray_cls_with_init=RayClassWithInitArgs(
+                cls=ray.remote(DifficultyEstimatorWorker), config=config.to_dict(), checkpoint=checkpoint
+            ),
+            name_prefix=f"depo_estimator_{uuid.uuid4().hex[:6]}_",
+            device_name=device_name if pool.use_gpu else "cpu",
+        )
+        client = cls(worker_group)
+        logger.info(f"DEPO estimator worker ready ({config.placement}): {client.call('init_model')}")
+        return client
+
+    def call(self, method: str, *args: Any) -> Any:
+        return single_result(getattr(self.worker_group, method)(*args))
+
+    def predict(self, texts: list[str]) -> np.ndarray:
+        return np.asarray(self.call("predict", texts), dtype=np.float64)
+
+    def update(self, texts: list[str], mean_k: np.ndarray, avg_logprob: np.ndarray) -> dict[str, float]:
+        return self.call("update", texts, mean_k, avg_logprob)
+
+    def save(self, path: str) -> str:
+        return self.call("save_checkpoint", path)
+
+    def num_updates(self) -> int:
+        return int(self.call("describe")["num_updates"])
+
+    def learn(self, labels: PromptLabels, submitted: Mapping[str, Any]) -> dict[str, float]:
+        """One update on this step's labels; returns ``depo/*`` metrics, including how well the
+        predictions the filter acted on (made before this update) match the labels.
+
+        ``submitted`` maps each uid the intake sent to rollout to its ``Submitted`` record.
+        """
+        unknown = [uid for uid in labels.uids if uid not in submitted]
+        if unknown:
+            raise RuntimeError(f"{len(unknown)} trained prompt(s) were not submitted by this step's intake")
+        usable = ~np.isnan(labels.avg_logprob)
+        texts = [submitted[uid].text for uid, ok in zip(labels.uids, usable) if ok]
+        out = {"depo/labels_dropped": float((~usable).sum())}
+        if texts:
+            metrics = self.update(texts, labels.mean_k[usable], labels.avg_logprob[usable])
+            out.update({f"depo/estimator/{k}": float(v) for k, v in metrics.items()})
+        predictions = np.array([submitted[uid].prediction for uid in labels.uids], dtype=np.float64)
+        targets = labels.mean_k.astype(np.float64)
+        out["depo/target_mean"] = float(targets.mean())
+        out["depo/calib_mae"] = float(np.abs(predictions - targets).mean())
+        out["depo/spearman"] = spearman(predictions, targets) if len(predictions) > 1 else float("nan")
+        return out

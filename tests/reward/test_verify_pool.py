@@ -1,0 +1,241 @@
+"""The math-verify child processes: deadline, memory cap, crash recovery, fork and orphan safety.
+
+Real child processes throughout (the template and its forked workers); the answers are ones
+that really run for minutes in sympy.
+"""
+
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+import recipe.depo.reward as reward
+import recipe.depo.verify_pool as verify_pool
+from recipe.depo.reward import compute_score
+from recipe.depo.verify_pool import DEFAULT_TIMEOUT_S, VerifierPool, VerifierUnavailable
+
+# Minutes of sympy each (or a power tower growing past a GB): see issue #13.
+ADVERSARIAL = [
+    "(100!)!",
+    "\\binom{1000000}{500000}",
+    "2^{ {2}^{ {2}^{ {2}^{5} } } }",
+    "\\Gamma(1000000)",
+    "(9999)!!",
+    "\\int_0^1 x^{199}e^x dx",
+    "((10^{150})^{150})^{150}",
+    "9^{9^{9^{9}}}",
+    "(x+1)^{999}",
+    "10^{10^{10}}",
+]
+# Slack over the deadline for SIGKILL, reaping and the replacement's fork/exec on a machine
+# shared with other jobs; what the bound prevents is minutes.
+SLACK_S = 1.5
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie still answers kill(0); it no longer runs
+    with open(f"/proc/{pid}/stat") as handle:
+        return handle.read().split(")")[-1].split()[0] != "Z"
+
+
+def _wait_gone(pids, seconds=10.0) -> list[int]:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        left = [p for p in pids if os.path.exists(f"/proc/{p}") and _alive(p)]
+        if not left:
+            return []
+        time.sleep(0.1)
+    return left
+
+
+@pytest.fixture(scope="module")
+def pool():
+    # one pool for the module: starting a template (imports + warm-up) is the slow part
+    pool = VerifierPool(workers=1)
+    yield pool
+    pool.close()
+
+
+def _worker_pid(pool):
+    [template] = [p for p in pool.child_pids() if p == pool._template.proc.pid]
+    [worker] = [p for p in pool.child_pids() if p != template]
+    return worker
+
+
+def test_deadline_kills_the_worker_and_a_fresh_fork_takes_over(pool):
+    assert pool.verify("\\frac{1}{2}", "0.5").equal
+    first, killed = _worker_pid(pool), pool.killed
+    start = time.perf_counter()
+    verdict = pool.verify("(100!)!", "5", timeout_s=0.5)
+    assert time.perf_counter() - start < 0.5 + SLACK_S
+    assert verdict == verify_pool.Verdict(False, "timeout")
+    assert _wait_gone([first], 5) == []
+    assert pool.killed == killed + 1
+    start = time.perf_counter()
+    assert pool.verify("x^{2}+1", "1+x^2").equal  # a new fork of the template, no re-import
+    assert time.perf_counter() - start < SLACK_S
+    assert _worker_pid(pool) != first
+
+
+def test_children_run_under_the_address_space_cap(pool):
+    assert pool.verify("1", "1").equal
+    for pid in pool.child_pids():  # template and worker
+        with open(f"/proc/{pid}/limits") as handle:
+            line = next(row for row in handle if row.startswith("Max address space"))
+        assert line.split()[3:5] == [str(pool.memory_mb * 2**20)] * 2  # soft and hard: the kernel refuses more
+
+
+def test_a_worker_killed_while_idle_is_replaced(pool):
+    assert pool.verify("2", "2.0").equal
+    pid = _worker_pid(pool)
+    os.kill(pid, signal.SIGKILL)
+    assert _wait_gone([pid], 5) == []
+    assert pool.verify("\\sqrt{4}", "2").equal
+    assert _worker_pid(pool) != pid
+
+
+def test_a_worker_killed_mid_request_is_reported_not_waited_for(pool):
+    assert pool.verify("2", "2").equal
+    pid = _worker_pid(pool)
+    threading.Timer(0.3, os.kill, (pid, signal.SIGKILL)).start()
+    start = time.perf_counter()
+    verdict = pool.verify("(100!)!", "5", timeout_s=30.0)
+    assert verdict == verify_pool.Verdict(False, "crashed")
+    assert time.perf_counter() - start < 0.3 + SLACK_S
+    assert pool.verify("3", "3.0").equal
+
+
+def test_a_dead_template_is_restarted(pool):
+    assert pool.verify("2", "2").equal
+    template = pool._template.proc
+    template.kill()
+    template.wait()
+    pool.verify("(100!)!", "5", timeout_s=0.2)  # the idle worker is used up...
+    assert pool.verify("\\sqrt{9}", "3").equal  # ...and the next fork needs a new template
+    assert pool._template.proc.pid != template.pid
+
+
+def test_children_exit_when_their_parent_dies():
+    script = (
+        "import os, sys\n"
+        "from recipe.depo.verify_pool import VerifierPool\n"
+        "pool = VerifierPool(workers=2)\n"
+        "assert pool.verify('1/2', '0.5').equal\n"
+        "assert pool.verify('1/3', '2/6').equal\n"
+        "print(' '.join(map(str, pool.child_pids())), flush=True)\n"
+        "os._exit(0)\n"  # no atexit, no close(): as if killed
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    pids = [int(p) for p in out.stdout.split()]
+    assert len(pids) >= 2  # the template and at least one worker
+    assert _wait_gone(pids, 10) == []
+
+
+def test_unavailable_verifier_is_an_error_not_a_zero(tmp_path, monkeypatch):
+    fake = tmp_path / "math_verify"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("raise ImportError('no math-verify in this environment')\n")
+    monkeypatch.setenv("PYTHONPATH", f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    broken = VerifierPool(workers=1)
+    monkeypatch.setattr(verify_pool, "_pool", broken)
+    reward.clear_caches()
+    try:
+        with pytest.raises(VerifierUnavailable, match="no math-verify in this environment"):
+            compute_score("math500", "\\boxed{\\frac{\\sqrt{2}}{2}}", "\\frac{1}{\\sqrt{2}}")
+        assert compute_score("math500", "\\boxed{0.5}", "\\frac12")["acc"] == 1.0  # exact path needs no child
+    finally:
+        broken.close()
+
+
+@pytest.fixture
+def started_shared_pool():
+    """The per-response bound is about scoring, not about the once-per-process start of the
+    children (~1 s of imports), so that happens first."""
+    reward.clear_caches()
+    assert compute_score("math500", "\\boxed{x^{2}}", "x^2")["acc"] == 1.0
+    reward.clear_caches()
+    return verify_pool.shared_pool()
+
+
+@pytest.mark.parametrize("answer", ADVERSARIAL[:2])
+def test_bound_on_the_main_thread(started_shared_pool, answer):
+    start = time.perf_counter()
+    result = compute_score("math500", f"\\boxed{{{answer}}}", "3")
+    assert time.perf_counter() - start < DEFAULT_TIMEOUT_S + SLACK_S
+    assert result["acc"] == 0.0 and result["verdict"] in ("timeout", "memory", "wrong")
+
+
+def test_bound_on_worker_threads_with_every_adversarial_answer(started_shared_pool):
+    pool_size = started_shared_pool.workers
+
+    def timed(answer):
+        start = time.perf_counter()
+        result = compute_score("math500", f"\\boxed{{{answer}}}", "3")
+        return time.perf_counter() - start, result
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=6) as threads:  # verl's default executor size on 2 cores
+        timings = list(threads.map(timed, ADVERSARIAL))
+    wall = time.perf_counter() - start
+    assert all(result["acc"] == 0.0 for _, result in timings)
+    assert sum(result["verdict"] == "timeout" for _, result in timings) >= len(ADVERSARIAL) // 2
+    # queued calls wait for a free child; each child spends at most one deadline per answer
+    rounds = -(-len(ADVERSARIAL) // pool_size)
+    assert wall < rounds * (DEFAULT_TIMEOUT_S + SLACK_S), [round(t, 2) for t, _ in timings]
+    assert compute_score("math500", "\\boxed{\\frac{\\sqrt{2}}{2}}", "\\frac{1}{\\sqrt{2}}")["acc"] == 1.0
+
+
+def test_repeated_adversarial_answer_costs_one_deadline(started_shared_pool):
+    compute_score("math500", "\\boxed{(100!)!}", "3")
+    start = time.perf_counter()
+    for _ in range(8):  # the n responses of a prompt often repeat one answer
+        assert compute_score("math500", "\\boxed{(100!)!}", "3")["verdict"] == "timeout"
+    assert time.perf_counter() - start < 0.5
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        "\\boxed{" + "{" * 5000 + "}" * 5000 + "}",
+        "\\boxed{\ud800\x00}",
+        "\\boxed{\\frac{" + "1" * 250 + "}{0}}",
+        "\\boxed{\\left(\\right.}",
+        "\\boxed{\\begin{matrix}1&2\\end{matrix}}",
+        "Answer: " + "(" * 200,
+        "\\boxed{0/0}",
+    ],
+)
+def test_junk_never_raises(response):
+    for source in ("math_dapo", "math500", "arithmetic"):
+        result = compute_score(source, response, "3")
+        assert result["acc"] == 0.0 and result["verdict"] in reward.VERDICTS
+
+
+def _verify_in_forked_child(_):
+    return (
+        compute_score("math500", "\\boxed{\\frac{\\sqrt{2}}{2}}", "\\frac{1}{\\sqrt{2}}")["acc"],
+        verify_pool.shared_pool().child_pids(),
+    )
+
+
+def test_forked_process_starts_its_own_children():
+    reward.clear_caches()
+    assert compute_score("math500", "\\boxed{x^{2}}", "x^2")["acc"] == 1.0  # parent's pool is up
+    parent_pids = verify_pool.shared_pool().child_pids()
+    with multiprocessing.get_context("fork").Pool(1) as forked:
+        acc, child_pids = forked.apply(_verify_in_forked_child, (None,))
+    assert acc == 1.0
+    assert child_pids and not set(child_pids) & set(parent_pids)
+    assert all(_alive(p) for p in parent_pids)  # the fork did not touch the parent's children
+    reward.clear_caches()
+    assert compute_score("math500", "\\boxed{2x}", "x+x")["acc"] == 1.0

@@ -1,0 +1,356 @@
+"""DEPOTrainer's hooks without model workers, as verl's own CPU trainer tests do it.
+
+Real: the dataset and dataloader (a tiny parquet), the estimator worker (a tiny BERT in a Ray
+worker group on CPU), TransferQueue, verl's checkpoint save/load. Not started: actor, rollout,
+reward workers; the trajectories they would write to TransferQueue are written by the tests.
+The intake's selection rules are tested without Ray in test_depo_intake.py.
+"""
+
+import copy
+import random
+
+import numpy as np
+import pytest
+import ray
+import torch
+from depo_helpers import BATCH, config_with, dataset_questions, with_dataloader
+from transfer_queue import KVBatchMeta
+from verl.utils import tensordict_utils as tu
+
+from recipe.depo.labels import LabelError, LabelsConfig, prompt_text, read_labels
+from recipe.depo.trainer import DEPOTrainer
+
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture(scope="module")
+def env(depo_env):
+    import transfer_queue as tq
+
+    ray.init(num_cpus=8, include_dashboard=False, ignore_reinit_error=True)
+    tq_cfg = copy.deepcopy(depo_env["base"].transfer_queue)
+    tq_cfg.backend.SimpleStorage.num_data_storage_units = 1
+    tq.init(tq_cfg)
+    yield depo_env
+    tq.close()
+    ray.shutdown()
+
+
+def _build(env, **values):
+    return with_dataloader(DEPOTrainer(config_with(env, **values)), env)
+
+
+@pytest.fixture(scope="module")
+def trainer(env):
+    t = _build(env)
+    t.start_estimator()
+    # A fresh estimator predicts exactly 0.5 everywhere (zero-initialised heads). A few updates
+    # on "longer sums are harder" spread the predictions.
+    texts = dataset_questions(env)
+    mean_k = np.clip(1.2 - np.array([len(x) for x in texts]) / 25.0, 0.0, 1.0).astype(np.float32)
+    for _ in range(5):
+        t.estimator.update(texts, mean_k, np.full(len(texts), -1.0, np.float32))
+    assert np.unique(t.estimator.predict(texts)).size > 20
+    return t
+
+
+def _texts(batch):
+    return [prompt_text(p, e) for p, e in zip(tu.get(batch, "raw_prompt"), tu.get(batch, "extra_info"))]
+
+
+def _new_step(trainer, step):
+    trainer.global_steps = step
+    trainer.intake.begin_step()
+
+
+def test_next_train_batch_is_the_intake_scored_by_the_estimator_worker(trainer):
+    _new_step(trainer, 1)  # warm-up (warmup_steps=1)
+    batch = trainer._next_train_batch()
+    assert batch.batch_size[0] == BATCH and tu.get_non_tensor_data(batch, "global_steps", None) == 1
+    submitted = trainer.intake.submitted
+    assert [s.reason for s in submitted.values()] == ["warmup"] * BATCH
+    # the predictions the filter acted on are the worker's predictions for the bare problem text
+    np.testing.assert_allclose(
+        trainer.estimator.predict(_texts(batch)), [s.prediction for s in submitted.values()], rtol=1e-6
+    )
+    assert trainer._next_train_batch(1).batch_size[0] == 1  # the replay buffer's refill size
+
+
+def _rollout_into_tq(trainer, scores, acc, lengths, padding_uid=None, shuffle_seed=0):
+    """Write trajectories as verl's agent loop would (keys {uid}_{session}_0), shuffled."""
+    import transfer_queue as tq
+    from verl.utils import tensordict_utils as tu
+
+    rows = []
+    for uid in scores:
+        for s, (score, a, n) in enumerate(zip(scores[uid], acc[uid], lengths[uid])):
+            rows.append((f"{uid}_{s}_0", uid, score, a, n, False))
+    if padding_uid is not None:
+        rows.append((f"{padding_uid}_pad_0", padding_uid, 0.0, 0.0, 1, True))
+    random.Random(shuffle_seed).shuffle(rows)
+    keys = [r[0] for r in rows]
+
+    def nested(vals):
+        return torch.nested.as_nested_tensor(vals, layout=torch.jagged)
+
+    rm, mask, lps = [], [], []
+    for _, _, score, _, n, pad in rows:
+        r = torch.zeros(n)
+        r[-1] = score
+        rm.append(r)
+        mask.append(torch.zeros(n, dtype=torch.int64) if pad else torch.ones(n, dtype=torch.int64))
+        lps.append(torch.full((n,), -0.5 if not pad else 0.0))
+    fields = tu.get_tensordict(
+        {
+            "uid": [r[1] for r in rows],
+            "rm_scores": nested(rm),
+            "response_mask": nested(mask),
+            "loss_mask": nested([m.clone() for m in mask]),
+            "old_log_probs": nested(lps),
+            "extra_fields": [{"reward_extra_info": {"acc": r[3], "score": r[2]}} for r in rows],
+        }
+    )
+    tags = [{"status": "success", "is_padding": r[5]} for r in rows]
+    tq.kv_batch_put(keys=keys, partition_id="train", fields=fields, tags=tags)
+    return KVBatchMeta(partition_id="train", keys=keys, tags=tags)
+
+
+def _clear(meta):
+    import transfer_queue as tq
+
+    tq.kv_clear(keys=meta.keys, partition_id=meta.partition_id)
+
+
+def _verl_step_writing(acc_of_uids, lengths=2, padding=True):
+    """Stands in for verl's step: takes a batch through the intake, then writes its rollout."""
+    written = {}
+
+    def step(self, metrics, timing_raw):
+        uids = tu.get(self._next_train_batch(), "uid")
+        acc = acc_of_uids(uids)
+        lens = {u: [lengths + i for i in range(len(acc[u]))] for u in uids}
+        written["meta"] = _rollout_into_tq(self, acc, acc, lens, padding_uid=uids[0] if padding else None)
+        written["acc"] = acc
+        return written["meta"]
+
+    return step, written
+
+
+def test_step_labels_prompts_by_uid_and_updates_the_estimator(trainer, monkeypatch):
+    from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
+
+    step, written = _verl_step_writing(lambda u: {u[0]: [1, 1], u[1]: [0, 0], u[2]: [1, 0], u[3]: [0, 1]})
+    monkeypatch.setattr(PPOTrainerSync, "step", step)
+    updates = []
+    real_update = trainer.estimator.update
+    monkeypatch.setattr(trainer.estimator, "update", lambda *args: updates.append(args) or real_update(*args))
+    before = trainer.estimator.num_updates()
+    trainer.global_steps = 1
+    metrics = {}
+    try:
+        assert trainer.step(metrics, {}) is written["meta"]
+    finally:
+        _clear(written["meta"])
+    texts, mean_k, avg_lp = updates[0]
+    submitted = trainer.intake.submitted
+    expected = {submitted[u].text: np.mean(a) for u, a in written["acc"].items()}  # padding row excluded
+    assert dict(zip(texts, mean_k.tolist())) == pytest.approx(expected)
+    np.testing.assert_allclose(avg_lp, -0.5)
+    assert metrics["depo/target_mean"] == pytest.approx(0.5)
+    assert metrics["depo/estimator/num_updates"] == before + 1 == trainer.estimator.num_updates()
+    assert metrics["depo/prompts_kept"] == BATCH and metrics["depo/kept_warmup"] == BATCH
+    for key in ("depo/calib_mae", "depo/spearman", "depo/estimator/loss", "depo/estimator/ranking_loss"):
+        assert key in metrics
+
+
+def test_missing_correctness_key_stops_naming_the_setting(trainer):
+    meta = _rollout_into_tq(trainer, {"a": [1, 0]}, {"a": [1, 0]}, {"a": [2, 2]})
+    try:
+        with pytest.raises(LabelError, match=r"depo\.labels\.acc_key"):
+            read_labels(meta, LabelsConfig(acc_key="is_correct"))
+        labels = read_labels(meta, LabelsConfig())
+        assert labels.uids == ["a"] and labels.mean_k.tolist() == [0.5]
+    finally:
+        _clear(meta)
+
+
+def test_advantage_hook_flags_zero_adv_groups_and_masks_exactly(trainer):
+    import transfer_queue as tq
+    from verl.trainer.ppo import core_algos
+    from verl.trainer.ppo.core_algos import agg_loss
+
+    scores = {"mixed": [1.0, 0.0, 1.0], "allwrong": [0.0, 0.0, 0.0], "allright": [1.0, 1.0, 1.0]}
+    lengths = {"mixed": [2, 3, 4], "allwrong": [3, 1, 2], "allright": [5, 2, 2]}
+    meta = _rollout_into_tq(trainer, scores, scores, lengths, padding_uid="mixed", shuffle_seed=3)
+    trainer.zero_adv.mask = True
+    try:
+        metrics = {}
+        trainer._compute_advantage(meta, metrics)
+        assert metrics["depo/zero_adv_group_frac"] == pytest.approx(2 / 3)
+        assert metrics["depo/masked_groups"] == 2
+        real = [k for k, t in zip(meta.keys, meta.tags) if not t["is_padding"]]
+        data = tq.kv_batch_get(
+            keys=real,
+            partition_id="train",
+            select_fields=["uid", "response_mask", "loss_mask", "advantages", "rm_scores"],
+        )
+        uids = list(data["uid"])
+        for i, uid in enumerate(uids):
+            rm, lm = data["response_mask"][i], data["loss_mask"][i]
+            assert int(rm.sum()) == (len(rm) if uid == "mixed" else 0)
+            assert torch.equal(rm, lm)
+        # advantages are verl's GRPO (computed on the same rows, padding included, as verl does)
+        adv = torch.nested.to_padded_tensor(data["advantages"], 0.0)
+        rewards = torch.nested.to_padded_tensor(data["rm_scores"], 0.0)
+        mask = torch.nested.to_padded_tensor(data["response_mask"], 0)
+        # token-mean over the masked batch = mean over the signal-carrying group's tokens only
+        loss_mat = torch.ones_like(adv)
+        assert agg_loss(loss_mat, mask.float(), "token-mean").item() == pytest.approx(1.0)
+        assert float(mask.sum()) == sum(lengths["mixed"])
+        assert torch.count_nonzero(adv[torch.tensor([u != "mixed" for u in uids])]) == 0
+        ref_index = np.array(uids, dtype=object)
+        ref, _ = core_algos.compute_grpo_outcome_advantage(rewards, torch.ones_like(rewards), ref_index)
+        mixed = torch.tensor([u == "mixed" for u in uids])
+        # padding row (score 0) sits in the "mixed" group in verl's computation; compare signs only
+        assert torch.equal(torch.sign(adv[mixed].sum(-1)), torch.sign(ref[mixed][:, 0]))
+        trainer.zero_adv.restore()
+        data = tq.kv_batch_get(keys=real, partition_id="train", select_fields=["response_mask", "loss_mask"])
+        for i in range(len(real)):
+            assert int(data["response_mask"][i].sum()) == len(data["response_mask"][i])
+            assert int(data["loss_mask"][i].sum()) == len(data["loss_mask"][i])
+    finally:
+        trainer.zero_adv.mask = False
+        _clear(meta)
+
+
+def test_all_zero_adv_batch_is_not_masked_into_a_zero_denominator(trainer):
+    scores = {"a": [1.0, 1.0], "b": [0.0, 0.0]}
+    meta = _rollout_into_tq(trainer, scores, scores, {"a": [2, 2], "b": [2, 2]})
+    trainer.zero_adv.mask = True
+    try:
+        metrics = {}
+        trainer._compute_advantage(meta, metrics)
+        assert metrics["depo/zero_adv_group_frac"] == 1.0 and metrics["depo/masked_groups"] == 0
+        assert not trainer.zero_adv.has_masked
+    finally:
+        trainer.zero_adv.mask = False
+        _clear(meta)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+class _NoActor:
+    """verl's save/load call the actor group; there is none here."""
+
+    def save_checkpoint(self, *args, **kwargs):
+        return None
+
+    def load_checkpoint(self, *args, **kwargs):
+        return None
+
+
+class _WeightSync:
+    """verl's on_init_end pushes the actor's weights to the rollout; there is none here."""
+
+    def __init__(self, trainer):
+        self.trainer = trainer
+        self.estimator_ready = None
+
+    def update_weights(self, global_steps):
+        self.estimator_ready = self.trainer.estimator is not None
+
+
+def _with_carry_over(env, trainer, step):
+    from recipe.depo.filter import FilterConfig
+    from recipe.depo.intake import PromptIntake
+
+    predictions = trainer.estimator.predict(dataset_questions(env))
+    window = tuple(float(q) for q in np.quantile(predictions, [0.3, 0.7]))
+    trainer.intake = PromptIntake(
+        FilterConfig(window=window, warmup_steps=0, explore_rate=0.3, max_scan=10_000, seed=5),
+        text_source="auto",
+        rollouts_per_prompt=2,
+    )
+    trainer.global_steps = step
+    trainer._next_train_batch()
+    while not trainer.intake.filter.carry:  # make sure there is carry-over to restore
+        trainer._next_train_batch(1)
+
+
+def test_checkpoint_round_trip_restores_estimator_and_intake(env, trainer, tmp_path):
+    trainer.config.trainer.default_local_dir = str(tmp_path / "ckpt")
+    trainer.actor_rollout_wg = _NoActor()
+    _with_carry_over(env, trainer, step=11)
+    trainer.estimator.update(["1 + 1", "9999 + 8888 + 7777"], np.array([1.0, 0.0]), np.array([-0.1, -2.0]))
+    trainer._save_checkpoint()
+    step_dir = tmp_path / "ckpt" / "global_step_11"
+    assert (step_dir / "depo" / "state.json").is_file() and (step_dir / "depo" / "estimator").is_dir()
+    assert (tmp_path / "ckpt" / "latest_checkpointed_iteration.txt").read_text() == "11"
+
+    resumed = _build(env, trainer__default_local_dir=str(tmp_path / "ckpt"), trainer__resume_mode="auto")
+    resumed.intake = type(trainer.intake)(trainer.intake.filter.config, "auto", 2)
+    resumed.actor_rollout_wg = _NoActor()
+    resumed._load_checkpoint()
+    assert resumed.global_steps == 11 and resumed.depo_resume_dir == str(step_dir / "depo")
+    resumed.checkpoint_manager = sync = _WeightSync(resumed)
+    resumed.on_init_end()
+    try:
+        assert sync.estimator_ready  # the estimator worker started before verl's weight sync
+        assert resumed.intake.filter.state_dict() == trainer.intake.filter.state_dict()
+        carried = [trainer.intake.text_of(a.payload) for a in trainer.intake.filter.carry]
+        assert [resumed.intake.text_of(a.payload) for a in resumed.intake.filter.carry] == carried
+        probe = carried + ["12 + 30"]
+        np.testing.assert_array_equal(resumed.estimator.predict(probe), trainer.estimator.predict(probe))
+        assert resumed.estimator.num_updates() == trainer.estimator.num_updates()
+        # both continue identically: same prompts (dataloader state came from data.pt), same decisions
+        for t in (trainer, resumed):
+            _new_step(t, 12)
+        a, b = trainer._next_train_batch(), resumed._next_train_batch()
+        assert _texts(a) == _texts(b)
+        assert [s.reason for s in trainer.intake.submitted.values()] == [
+            s.reason for s in resumed.intake.submitted.values()
+        ]
+    finally:
+        ray.kill(resumed.estimator.worker_group.workers[0])
+
+
+def test_checkpoint_is_complete_or_absent(env, trainer, tmp_path, monkeypatch):
+    trainer.config.trainer.default_local_dir = str(tmp_path / "ckpt")
+    trainer.actor_rollout_wg = _NoActor()
+    trainer.global_steps = 13
+
+    def disk_full(path):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(trainer.estimator, "save", disk_full)
+    with pytest.raises(OSError):
+        trainer._save_checkpoint()
+    step_dir = tmp_path / "ckpt" / "global_step_13"
+    assert not (step_dir / "depo").exists()
+    assert not [p for p in step_dir.iterdir() if p.name.startswith(".depo")]
+    assert not (tmp_path / "ckpt" / "latest_checkpointed_iteration.txt").exists()
+
+
+def test_resuming_a_checkpoint_without_depo_state_is_refused(env, tmp_path):
+    ckpt = tmp_path / "ckpt"
+    (ckpt / "global_step_3").mkdir(parents=True)
+    (ckpt / "latest_checkpointed_iteration.txt").write_text("3")
+    t = _build(env, trainer__default_local_dir=str(ckpt), trainer__resume_mode="auto")
+    t.actor_rollout_wg = _NoActor()
+    with pytest.raises(RuntimeError, match=r"depo\.checkpoint\.require_state"):
+        t._load_checkpoint()
+    t = _build(
+        env, trainer__default_local_dir=str(ckpt), trainer__resume_mode="auto", depo__checkpoint__require_state=False
+    )
+    t.actor_rollout_wg = _NoActor()
+    t._load_checkpoint()
+    assert t.global_steps == 3 and t.depo_resume_dir is None
+
+
+def test_depo_off_is_plain_verl_intake(env):
+    for values in ({"depo__enable": False}, {"depo__filter__enable": False}):
+        t = _build(env, **values)
+        assert t.intake is None and not t.depo.uses_estimator
+        # verl's own intake: whole gen_batch_size (3) fetches only
+        with pytest.raises(ValueError, match="multiple of gen_batch_size"):
+            t._next_train_batch(4)
+        assert t._next_train_batch(3).batch_size[0] == 3 and t.estimator is None
