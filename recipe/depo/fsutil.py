@@ -36,3 +36,21 @@ def read_json(path: str, what: str) -> dict:
     if not isinstance(value, dict):
         raise ValueError(f"{path}: the {what} is a JSON {type(value).__name__}, expected an object")
     return value
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` through a sibling temporary file and a rename: readers see the
+    old or the new content, never a part. The file gets the umask's mode like any other file
+    (``tempfile.mkstemp`` would leave it 0600)."""
+    path = os.fspath(path)
+    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "x", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

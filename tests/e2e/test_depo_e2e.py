@@ -8,7 +8,9 @@ log and the metrics); the estimator was updated every step from real rewards who
 the zero-advantage share is logged; the resumed run continues the global step, the actor's optimizer
 (Adam's step counter), the estimator (update count) and the filter (counters, carry-over); the
 rollout server's log-probs agree with the actor's recomputation (so the per-step weight sync reaches
-it). About 4 minutes on a 2-core machine; this is the default suite's end-to-end test (CI).
+it). This is the default suite's end-to-end test (CI), run twice: with the plugin's transformers
+rollout (`hf`, about 4 minutes on a 2-core machine) and with verl's own vLLM rollout (`vllm`, the GPU
+launchers' code path, in the vLLM venv from `bash examples/install_cpu.sh --vllm`; about 6 minutes).
 """
 
 import json
@@ -24,9 +26,19 @@ BATCH, N = 8, 4
 LOW, HIGH = 0.3, 0.7
 
 
-def _launch(out_dir: Path, encoder: str, log_name: str, steps: int, save_freq: int, resume: str, test_freq: int = -1):
+def _launch(
+    out_dir: Path,
+    encoder: str,
+    log_name: str,
+    steps: int,
+    save_freq: int,
+    resume: str,
+    test_freq: int = -1,
+    rollout: str = "hf",
+):
     env = {k: v for k, v in os.environ.items() if not k.startswith("VERL_")}
     env.update(
+        ROLLOUT=rollout,
         OUT_DIR=str(out_dir),
         TRAIN_SIZE="96",
         VAL_SIZE="24",
@@ -36,7 +48,8 @@ def _launch(out_dir: Path, encoder: str, log_name: str, steps: int, save_freq: i
         SAVE_FREQ=str(save_freq),
         TEST_FREQ=str(test_freq),
         RESUME_MODE=resume,
-        TIMEOUT_S="420",
+        # vLLM's server start-up (engine core + worker processes) adds about a minute per run
+        TIMEOUT_S="420" if rollout == "hf" else "540",
         # the DEPO entry point (the launcher's knobs; its default may still be plain GRPO)
         ENTRY="recipe.depo.main_depo",
         CONFIG_NAME="depo_trainer",
@@ -57,11 +70,13 @@ def _launch(out_dir: Path, encoder: str, log_name: str, steps: int, save_freq: i
         "depo.filter.explore_rate=0.25",
         f"depo.admissions_log={out_dir / f'admissions_{log_name}.jsonl'}",
     ]
-    proc = subprocess.run(["bash", str(LAUNCHER), *overrides], env=env, capture_output=True, text=True, timeout=560)
+    proc = subprocess.run(["bash", str(LAUNCHER), *overrides], env=env, capture_output=True, text=True, timeout=680)
     (out_dir / f"{log_name}.log").write_text(proc.stdout + "\n---- stderr ----\n" + proc.stderr)
     assert proc.returncode == 0, (
         f"{log_name} failed; see {out_dir / log_name}.log\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     )
+    # the rollout asked for is the one that served (Ray prefixes each actor's output with its class)
+    assert ("(vLLMHttpServer pid=" in proc.stdout) == (rollout == "vllm"), f"{rollout} rollout not used; see the log"
     records = [json.loads(x) for x in (out_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
     _launch.validation_steps = [r["step"] for r in records if any(k.startswith("val-core/") for k in r["data"])]
     return {r["step"]: r["data"] for r in records if "training/global_step" in r["data"]}
@@ -72,18 +87,23 @@ def _admissions(out_dir: Path, log_name: str):
 
 
 @pytest.mark.ray
-def test_depo_across_warmup_then_resume(tmp_path, adam_steps):
+@pytest.mark.parametrize("rollout", ["hf", "vllm"])
+def test_depo_across_warmup_then_resume(tmp_path, adam_steps, rollout, request):
     from recipe.depo.estimator import build_tiny_encoder
 
+    if rollout == "vllm":
+        request.getfixturevalue("vllm_python")  # skips, or fails in CI, without the vLLM venv
     encoder = build_tiny_encoder(str(tmp_path / "encoder"), hidden_size=32, num_layers=1, num_heads=2)
-    steps = _launch(tmp_path, encoder, "run1", steps=3, save_freq=3, resume="disable", test_freq=3)
+    steps = _launch(tmp_path, encoder, "run1", steps=3, save_freq=3, resume="disable", test_freq=3, rollout=rollout)
     assert sorted(steps) == [1, 2, 3]
     assert _launch.validation_steps[0] == 0 and 3 in _launch.validation_steps, _launch.validation_steps
     for step, m in steps.items():
         for key in ("critic/score/mean", "actor/pg_loss", "timing_s/gen", "timing_s/update_actor"):
             assert key in m, f"{key} missing at step {step}"
+        # the server's log-probs are the actor's: every step's weight sync reached the server
         assert m["training/rollout_probs_diff_valid"] == 1
         assert m["training/rollout_probs_diff_mean"] < 1e-3, m["training/rollout_probs_diff_mean"]
+        assert m["training/rollout_probs_diff_max"] < 1e-3, m["training/rollout_probs_diff_max"]
 
     for step, m in steps.items():
         assert m["depo/prompts_kept"] == BATCH
@@ -125,9 +145,10 @@ def test_depo_across_warmup_then_resume(tmp_path, adam_steps):
     assert (ckpt / "depo" / "estimator" / "state.json").is_file()
     assert adam_steps(ckpt) == {3.0}
 
-    resumed = _launch(tmp_path, encoder, "run2", steps=4, save_freq=1, resume="auto")
+    resumed = _launch(tmp_path, encoder, "run2", steps=4, save_freq=1, resume="auto", rollout=rollout)
     assert sorted(resumed) == [4]
     m = resumed[4]
+    assert m["training/rollout_probs_diff_max"] < 1e-3, m["training/rollout_probs_diff_max"]  # synced after resume
     # estimator continued (3 restored updates + this step's), not restarted
     assert m["depo/estimator/num_updates"] == 4
     assert m["depo/rollouts_saved"] >= steps[3]["depo/rollouts_saved"]
@@ -137,6 +158,47 @@ def test_depo_across_warmup_then_resume(tmp_path, adam_steps):
     after = json.loads((tmp_path / "checkpoints" / "global_step_4" / "depo" / "state.json").read_text())
     assert after["filter"]["counters"]["calls"] > state["filter"]["counters"]["calls"]
     assert after["filter"]["counters"]["scanned"] >= state["filter"]["counters"]["scanned"]
+
+    # The run directory is reportable and its checkpoint evaluable: the actor of global_step_4 is
+    # merged by verl's model merger and evaluated; the report reads both runs' metrics (the first
+    # run's file was kept as a part when the second one started) and the evaluation.
+    import torch
+    from safetensors.torch import load_file
+
+    from recipe.depo.demo.tiny_policy import ensure_tiny_policy
+    from recipe.depo.evaluate import cli as evaluate
+    from recipe.depo.report import cli as report
+
+    assert (tmp_path / "config.yaml").is_file() and len(list(tmp_path.glob("metrics.*.jsonl"))) == 1
+    argv = ["--model", str(tmp_path / "checkpoints"), "--data", str(tmp_path / "data" / "val.parquet"),
+            "--output", str(tmp_path / "eval"), "--n", "2", "--limit", "6", "--max-response-length", "12"]  # fmt: skip
+    if rollout == "hf":
+        assert evaluate.main(argv) == 0
+    else:
+        vllm_python = request.getfixturevalue("vllm_python")
+        venv_torch = subprocess.run(
+            [vllm_python, "-c", "import torch; print(torch.__version__)"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        if venv_torch != torch.__version__:
+            # the light env cannot read shards pickled by another torch: one clear line, nothing written
+            assert evaluate.main([*argv, "--output", str(tmp_path / "eval_light")]) == 2
+            assert not (tmp_path / "eval_light" / "merged_model").exists()
+        # a checkpoint is read by the torch that wrote it (torch 2.11's pickled device mesh does not
+        # load in 2.13), so the vLLM run's checkpoint is merged and evaluated in the vLLM venv, with
+        # evaluate's vLLM backend (offline LLM.generate on CPU)
+        cmd = [vllm_python, "-m", "recipe.depo.evaluate", *argv, "--backend", "vllm"]
+        env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1", VLLM_CPU_OMP_THREADS_BIND="nobind")
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+        assert json.loads((tmp_path / "eval" / "summary.json").read_text())["settings"]["backend"] == "vllm"
+    merged = load_file(tmp_path / "eval" / "merged_model" / "model.safetensors")
+    start = load_file(ensure_tiny_policy() / "model.safetensors")  # the policy the launcher trained
+    assert merged.keys() == start.keys() and all(merged[k].shape == start[k].shape for k in start)
+    assert any(not torch.equal(merged[k].float(), start[k].float()) for k in start), "training changed no weight"
+    built, _ = report.build({"DEPO": tmp_path}, tmp_path / "report")
+    run = built["runs"]["DEPO"]
+    assert run["steps"] == 4 and run["rollouts"] == 4 * BATCH * N and "prompts_scanned" in run
+    assert run["val_source"] == "eval/summary.json (Avg@2)" and set(run["val"]) == {"val", "Avg"}
 
 
 @pytest.mark.slow

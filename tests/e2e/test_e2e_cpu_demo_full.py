@@ -1,5 +1,7 @@
-"""The README's CPU demo with its default knobs (slow: ~4-6 minutes on 2 cores)."""
+"""The README's CPU demo with its default knobs (slow: ~4-6 minutes on 2 cores): it ends with the
+report of its own run."""
 
+import json
 import os
 import re
 import subprocess
@@ -12,7 +14,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.mark.slow
 @pytest.mark.ray
-def test_default_demo_finishes_with_a_summary(tmp_path):
+def test_default_demo_finishes_with_its_report(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("VERL_")}
     env["OUT_DIR"] = str(tmp_path)
     proc = subprocess.run(
@@ -20,12 +22,12 @@ def test_default_demo_finishes_with_a_summary(tmp_path):
     )
     (tmp_path / "demo.log").write_text(proc.stdout + "\n---- stderr ----\n" + proc.stderr)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    summary = proc.stdout[proc.stdout.index("CPU demo summary") :]
-    assert "run status        : ok" in summary
-    assert re.search(r"training steps    : 10\b", summary), summary
-    assert re.search(r"validation acc    : [0-9.]+ \(step 0, before training\) -> [0-9.]+ \(step 10\)", summary), (
-        summary
-    )
-    assert "zero-adv. groups" in summary
-    minutes = float(re.search(r"total wall time   : ([0-9.]+) min", summary).group(1))
+    report = proc.stdout[proc.stdout.index("# Run report") :]
+    assert "## Table 1: accuracy (%) and GPU-hours" in report and "| DEPO warm-up | DEPO filtered |" in report
+    run = json.loads((tmp_path / "report" / "report.json").read_text())["runs"]["DEPO"]
+    assert run["steps"] == 10 and run["val_source"] == "validation at step 10 (mean@1)"
+    assert run["rollouts"] == 10 * 16 * 4 and 0 <= run["zero_adv_share"] <= 1
+    for png in ("zero_adv_share", "estimator_calibration", "survival_rate", "val_vs_rollouts"):
+        assert (tmp_path / "report" / f"{png}.png").is_file()
+    minutes = int(re.search(r"run status: ok, wall time (\d+) min", proc.stdout).group(1))
     assert minutes < 15

@@ -9,6 +9,7 @@ attribute name in the error rather than silently.
 
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
@@ -190,7 +191,22 @@ class PlatformCPU(PlatformBase):
         return ["RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES"]
 
     def is_ipc_supported(self) -> bool:
+        # verl's vLLM weight sync then goes through ZMQ + shared memory instead of CUDA IPC handles
         return False
+
+    def rollout_env_vars(self) -> dict[str, str]:
+        """Environment for verl's rollout servers (vLLM here); Ray's runtime env takes strings only.
+
+        Each value can be overridden from the environment of the process that starts the servers
+        (the trainer), e.g. through the preset's ``ray_kwargs.ray_init.runtime_env.env_vars``.
+        """
+        return {
+            # GiB of KV cache per vLLM server: vLLM on CPU otherwise reserves a share of the host's memory
+            "VLLM_CPU_KVCACHE_SPACE": str(os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")),
+            # vLLM pins its OpenMP threads to cores by default, which on a machine shared with the
+            # trainer's processes (and with other jobs) fights them for the same cores
+            "VLLM_CPU_OMP_THREADS_BIND": str(os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "nobind")),
+        }
 
     def cudart(self) -> Any:
         return None

@@ -5,6 +5,6 @@ of ``python -m recipe.depo.router``); ``serve``: the live proxy in front of two 
 (``python -m recipe.depo.router serve``, see docs/router.md).
 """
 
-from recipe.depo.router.core import DifficultyRouter, route, routed_accuracy, sweep
+from recipe.depo.router.core import DifficultyRouter, route, routed_accuracy, sweep, table3
 
-__all__ = ["DifficultyRouter", "route", "routed_accuracy", "sweep"]
+__all__ = ["DifficultyRouter", "route", "routed_accuracy", "sweep", "table3"]

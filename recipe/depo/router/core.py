@@ -2,19 +2,23 @@
 stays on the small model, the rest go to the large one. The routed system's accuracy is the small
 model's accuracy on the queries it kept plus the large model's on the rest.
 
-``route``, ``routed_accuracy`` and ``sweep`` are pure numpy so they can be checked exactly;
+``route``, ``routed_accuracy``, ``sweep`` (one set) and ``table3`` (several sets, the paper's layout)
+are pure numpy so they can be checked exactly;
 ``DifficultyRouter`` binds them to a trained estimator checkpoint.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 
 def _as_probabilities(values, name: str) -> np.ndarray:
-    array = np.asarray(values, dtype=np.float64)
+    try:
+        array = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be numbers in [0, 1]") from None
     if array.ndim != 1:
         raise ValueError(f"{name} must be one-dimensional, got shape {array.shape}")
     if not np.all(np.isfinite(array)):
@@ -24,10 +28,15 @@ def _as_probabilities(values, name: str) -> np.ndarray:
     return array
 
 
+def check_threshold(threshold: float) -> float:
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must lie in [0, 1], got {threshold!r}")
+    return float(threshold)
+
+
 def route(predicted_accuracy, threshold: float) -> np.ndarray:
     """Boolean mask: True where the query stays on the small model (prediction >= threshold)."""
-    if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold must lie in [0, 1], got {threshold}")
+    check_threshold(threshold)
     return _as_probabilities(predicted_accuracy, "predicted_accuracy") >= threshold
 
 
@@ -82,6 +91,60 @@ def sweep(predicted_accuracy, small_accuracy, large_accuracy, thresholds: Sequen
     for tau in thresholds:
         row = routed_accuracy(predicted_accuracy, small, large, tau)
         rows.append({"setting": f"tau={tau:g}", **row})
+    return rows
+
+
+def table3(
+    sets: Mapping[str, tuple], thresholds: Sequence[float], names: tuple[str, str] = ("small", "large")
+) -> list[dict]:
+    """Table 3 over several evaluation sets at once.
+
+    ``sets``: set name -> ``(predicted_accuracy, small_accuracy, large_accuracy)`` per query. One
+    row per setting (the two single models, then each threshold); per set the routed accuracy and
+    how many queries stayed on each model, ``avg`` the unweighted mean over sets (Table 1's
+    ``Avg``) and ``share_small`` the share of all queries, pooled over sets, kept on the small one.
+    Accuracies are fractions.
+    """
+    thresholds = [check_threshold(t) for t in thresholds]
+    if not sets:
+        raise ValueError("no evaluation set given")
+    checked = {}
+    for name, (predicted, small, large) in sets.items():
+        predicted = _as_probabilities(predicted, f"{name}: predicted_accuracy")
+        small = _as_probabilities(small, f"{name}: small_accuracy")
+        large = _as_probabilities(large, f"{name}: large_accuracy")
+        if not len(predicted) == len(small) == len(large):
+            raise ValueError(
+                f"{name}: length mismatch: predicted={len(predicted)}, small={len(small)}, large={len(large)}"
+            )
+        if len(predicted) == 0:
+            raise ValueError(f"{name}: no queries")
+        checked[name] = (predicted, small, large)
+    total = sum(len(p) for p, _, _ in checked.values())
+
+    def row(setting: str, threshold: float | None, masks: dict[str, np.ndarray]) -> dict:
+        per_set = {}
+        for name, (_, small, large) in checked.items():
+            on_small = masks[name]
+            per_set[name] = {
+                "accuracy": float(np.where(on_small, small, large).mean()),
+                "n_small": int(on_small.sum()),
+                "n_large": int((~on_small).sum()),
+            }
+        return {
+            "setting": setting,
+            "threshold": threshold,
+            "sets": per_set,
+            "avg": float(np.mean([v["accuracy"] for v in per_set.values()])),
+            "share_small": sum(v["n_small"] for v in per_set.values()) / total,
+        }
+
+    rows = [
+        row(f"{names[0]} alone", None, {n: np.ones(len(p), dtype=bool) for n, (p, _, _) in checked.items()}),
+        row(f"{names[1]} alone", None, {n: np.zeros(len(p), dtype=bool) for n, (p, _, _) in checked.items()}),
+    ]
+    for tau in thresholds:
+        rows.append(row(f"tau={tau:g}", tau, {n: p >= tau for n, (p, _, _) in checked.items()}))
     return rows
 
 
