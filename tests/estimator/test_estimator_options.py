@@ -7,6 +7,7 @@ import os
 import numpy as np
 import pytest
 import torch
+from estimator_helpers import assert_same_params, make, params
 
 from recipe.depo.estimator import (
     EstimatorConfig,
@@ -32,25 +33,6 @@ LOGPROB = np.array([-0.05, -1.2, -2.0, -0.01, -0.4, -0.6, -0.9, -0.1], dtype=np.
 OTHER = ["Find x if x + 4 = 9.", "What is 2 ** 10?", "Compute 17 * 23.", "Is 91 prime?"]
 OTHER_K = np.array([0.75, 0.5, 0.25, 0.0], dtype=np.float32)
 OTHER_LP = np.array([-0.3, -0.5, -0.8, -1.5], dtype=np.float32)
-
-
-def make(backbone, **overrides):
-    values = {"backbone": backbone, "hidden_dims": (16,), "micro_batch_size": 3, "predict_batch_size": 3}
-    values.update(overrides)
-    return OnlineEstimator(EstimatorConfig.paper(**values))
-
-
-def params(est):
-    return {k: v.detach().clone() for k, v in est.model.state_dict().items()}
-
-
-def assert_same_params(a, b, atol=0.0):
-    assert a.keys() == b.keys()
-    for k in a:
-        if atol == 0.0:
-            assert torch.equal(a[k], b[k]), k
-        else:
-            torch.testing.assert_close(a[k], b[k], atol=atol, rtol=0, msg=k)
 
 
 # ----------------------------------------------------------------------------- config
