@@ -11,6 +11,8 @@ repeat as they do across the n responses of one prompt.
 
 Adversarial rows: each answer once, cold, on the main thread and on a worker thread; the time
 includes killing the worker at the deadline (``DEPO_REWARD_VERIFY_TIMEOUT_S``, 1 s by default).
+One row scores an answer against a row with four alternative references (``extra_info.answers``):
+the deadline is shared by all of a response's references.
 The last line is the worst of them: the bound a single response can cost.
 """
 
@@ -123,12 +125,15 @@ def main() -> None:
     title = f"adversarial answer (deadline {DEFAULT_TIMEOUT_S:g} s)"
     print(f"{title:<36} {'main thread s':>14} {'worker thread s':>16}  verdict")
     worst = 0.0
-    for answer in ADVERSARIAL:
-        case = ("math500", FILLER + f" \\boxed{{{answer}}}", "3")
+    rows = [(answer, answer, None) for answer in ADVERSARIAL]
+    # a row with alternative answers: the deadline is per response, not per reference
+    rows.append(("(100!)!, 5 reference answers", "(100!)!", {"answers": ["4", "5", "6", "7"]}))
+    for name, answer, extra_info in rows:
+        case = ("math500", FILLER + f" \\boxed{{{answer}}}", "3", extra_info)
         main_s, verdict = seconds_for(case)
         thread_s, _ = on_thread(seconds_for, case)
         worst = max(worst, main_s, thread_s)
-        print(f"{answer:<36} {main_s:>14.3f} {thread_s:>16.3f}  {verdict}")
+        print(f"{name:<36} {main_s:>14.3f} {thread_s:>16.3f}  {verdict}")
     print(f"{'WORST CASE per response':<36} {worst:>14.3f} s")
 
 

@@ -30,10 +30,10 @@ Three answer conventions:
 Bounds. Plain numbers (integers, decimals, ``a/b``, ``\\frac{a}{b}``) are compared exactly in
 process, digit strings and all, so integers of any length cost microseconds and a wrong integer
 never matches through a float tolerance. Everything else goes to math-verify in a child process
-(``recipe.depo.verify_pool``) with a per-pair deadline (1 s by default) and an address-space cap,
-killed and replaced when it runs over: no answer a model writes can hold a scoring thread for
-longer, on the main thread or a worker thread. A pair that runs out of time or memory scores as
-wrong, and ``verdict`` says why.
+(``recipe.depo.verify_pool``) with a deadline (1 s by default, shared by all of a row's reference
+answers) and an address-space cap, killed and replaced when it runs over: no answer a model writes
+can hold a scoring thread for longer, on the main thread or a worker thread. A response that runs
+out of time or memory scores as wrong, and ``verdict`` says why.
 
 A reference answer that is missing, empty, NaN or not a string is a data bug, not a wrong
 answer: ``compute_score`` raises ``BadReferenceError`` naming the data source and row instead of
@@ -47,6 +47,7 @@ import logging
 import math
 import re
 import threading
+import time
 from fractions import Fraction
 from typing import Any
 
@@ -125,7 +126,7 @@ def compute_score(
     bugs that would otherwise train on zeros.
 
     ``extra_info["answers"]`` (optional list) holds alternative reference answers; any match counts.
-    ``verify_timeout_s`` bounds math-verify per (answer, reference) pair (verl passes
+    ``verify_timeout_s`` bounds math-verify per response, all references together (verl passes
     ``reward.custom_reward_function.reward_kwargs`` as keywords). ``**kwargs`` absorbs what else
     verl adds (reward_router_address, ...).
     """
@@ -306,9 +307,27 @@ def answers_match(pred: str, reference: str, timeout_s: float = DEFAULT_TIMEOUT_
 
 
 def _best_verdict(pred: str, references: list[str], timeout_s: float) -> str:
-    verdicts = []
+    """Any reference matching wins. The in-process checks run on every reference first; math-verify
+    then shares one ``timeout_s`` across the references left, so that a response costs one deadline
+    however many alternative answers its row has."""
+    verdicts, pending = [], []
     for reference in references:
-        verdict = _match(pred, reference, timeout_s)
+        verdict = _quick_verdict(pred, reference)
+        if verdict == "correct":
+            return verdict
+        if verdict is None:
+            pending.append(reference)
+        else:
+            verdicts.append(verdict)
+    spent = 0.0
+    for reference in pending:
+        if spent >= timeout_s:
+            verdicts.append("timeout")
+            break
+        # the first check gets the whole deadline, so its verdict is cached under it
+        start = time.monotonic()
+        verdict = _verify(normalize(pred), normalize(reference), timeout_s - spent)
+        spent += time.monotonic() - start
         if verdict == "correct":
             return verdict
         verdicts.append(verdict)
@@ -317,6 +336,13 @@ def _best_verdict(pred: str, references: list[str], timeout_s: float) -> str:
 
 
 def _match(pred: str, reference: str, timeout_s: float) -> str:
+    verdict = _quick_verdict(pred, reference)
+    return _verify(normalize(pred), normalize(reference), timeout_s) if verdict is None else verdict
+
+
+def _quick_verdict(pred: str, reference: str) -> str | None:
+    """The verdict decided in process (equal strings, plain numbers, too long), or None when it
+    takes math-verify."""
     p, r = normalize(pred), normalize(reference)
     if not p or not r:
         return "wrong"
@@ -329,7 +355,7 @@ def _match(pred: str, reference: str, timeout_s: float) -> str:
             return "correct" if equal else "wrong"
     if len(p) > MAX_ANSWER_CHARS or len(r) > MAX_ANSWER_CHARS:
         return "too_long"
-    return _verify(p, r, timeout_s)
+    return None
 
 
 def _plain_number(text: str) -> tuple[str, Any] | None:
@@ -393,18 +419,20 @@ def _integer_equal(pred: str, reference: str) -> bool:
 
 
 # The n responses of one prompt share its reference and often repeat the same answer, so
-# math-verify verdicts are cached per process (both strings are at most MAX_ANSWER_CHARS long).
+# math-verify verdicts are cached per process (both strings are at most MAX_ANSWER_CHARS long),
+# with the deadline they were decided under: "timeout" only answers a request with no longer one.
 _CACHE_SIZE = 65536
-_cache: collections.OrderedDict[tuple[str, str, float], str] = collections.OrderedDict()
+_cache: collections.OrderedDict[tuple[str, str], tuple[str, float]] = collections.OrderedDict()
 _cache_lock = threading.Lock()
 
 
 def _verify(pred: str, reference: str, timeout_s: float) -> str:
-    key = (pred, reference, timeout_s)
+    key = (pred, reference)
     with _cache_lock:
-        if key in _cache:
+        cached = _cache.get(key)
+        if cached is not None and (cached[0] != "timeout" or cached[1] >= timeout_s):
             _cache.move_to_end(key)
-            return _cache[key]
+            return cached[0]
     result = shared_pool().verify(pred, reference, timeout_s)
     if result.reason in ("timeout", "memory", "crashed"):
         verdict = result.reason
@@ -412,7 +440,8 @@ def _verify(pred: str, reference: str, timeout_s: float) -> str:
         verdict = "correct" if result.equal else "wrong"
     if verdict != "crashed":  # a crash may be the machine's (OOM killer), not the answer's
         with _cache_lock:
-            _cache[key] = verdict
+            _cache[key] = (verdict, timeout_s)
+            _cache.move_to_end(key)
             if len(_cache) > _CACHE_SIZE:
                 _cache.popitem(last=False)
     return verdict

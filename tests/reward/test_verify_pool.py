@@ -203,6 +203,29 @@ def test_repeated_adversarial_answer_costs_one_deadline(started_shared_pool):
     assert time.perf_counter() - start < 0.5
 
 
+def test_alternative_answers_share_one_deadline(started_shared_pool):
+    # each reference used to get a deadline of its own: five references, five seconds
+    extra_info = {"answers": ["4", "5", "6", "7"]}
+    start = time.perf_counter()
+    result = compute_score("math500", "\\boxed{(100!)!}", "3", extra_info)
+    assert time.perf_counter() - start < DEFAULT_TIMEOUT_S + SLACK_S
+    assert result["acc"] == 0.0 and result["verdict"] == "timeout"
+
+
+def test_exact_match_on_a_later_reference_is_found_after_a_timeout(started_shared_pool):
+    # the in-process checks run on every reference before math-verify spends the deadline
+    extra_info = {"answers": ["(100!)!"]}
+    assert compute_score("math500", "\\boxed{(100!)!}", "\\Gamma(1000000)", extra_info)["acc"] == 1.0
+    # and math-verify still decides a later reference when the earlier ones are quick
+    result = compute_score("math500", "\\boxed{\\frac{\\sqrt{2}}{2}}", "7", {"answers": ["\\frac{1}{\\sqrt{2}}"]})
+    assert result["acc"] == 1.0
+
+
+def test_a_timeout_under_a_shorter_deadline_is_not_reused_for_a_longer_one(started_shared_pool):
+    assert reward._verify("\\sqrt{2}/2", "1/\\sqrt{2}", 1e-4) == "timeout"
+    assert reward._verify("\\sqrt{2}/2", "1/\\sqrt{2}", DEFAULT_TIMEOUT_S) == "correct"
+
+
 @pytest.mark.parametrize(
     "response",
     [

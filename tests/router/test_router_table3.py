@@ -135,6 +135,7 @@ def test_threshold_outside_0_1_fails_at_argument_parsing(setup, capsys, estimato
     "case, message",
     [
         ("csv", "small/gsm8k.jsonl line 1 is not JSON"),
+        ("csv_file", "small/gsm8k.csv: unsupported format '.csv'"),
         ("string_acc", "large/amc23.jsonl line 2: 'acc' must be a number in [0, 1], got '1.0'"),
         ("acc_above_one", "small/gsm8k.jsonl line 1: 'acc' must be a number in [0, 1], got 4"),
         ("extra_rows", "set gsm8k: "),
@@ -152,6 +153,10 @@ def test_bad_input_names_the_file_before_the_estimator_runs(case, message, setup
     small, large = setup / "small" / "gsm8k.jsonl", setup / "large" / "amc23.jsonl"
     if case == "csv":
         pd.read_json(small, lines=True).to_csv(small, index=False)
+    elif case == "csv_file":  # a results file given by name, not evaluate's folder
+        pd.read_json(small, lines=True).to_csv(small.with_suffix(".csv"), index=False)
+        argv[argv.index("--data") + 1] = str(setup / "eval" / "gsm8k.parquet")
+        argv[argv.index("--small-results") + 1] = str(small.with_suffix(".csv"))
     elif case == "string_acc":
         lines = large.read_text().splitlines()
         lines[1] = lines[1].replace('"acc": 1.0', '"acc": "1.0"')

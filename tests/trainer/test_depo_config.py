@@ -114,6 +114,26 @@ def test_cfg_job_prints_the_config_without_ray(tmp_path):
     assert "ray init" not in out.stdout.lower()
 
 
+def test_bare_enable_gets_past_config_checks_and_names_the_missing_data_in_one_line(tmp_path):
+    """`python -m recipe.depo.main_depo depo.enable=true` with nothing else set: the config's defaults
+    pass every check, and the first thing missing (the training data) is refused in one line before
+    Ray starts. The data path is pinned to tmp_path so a machine that has ~/data/rlhf/gsm8k still
+    stops here instead of starting a 7B run."""
+    missing = tmp_path / "train.parquet"
+    out = subprocess.run(
+        [sys.executable, "-m", "recipe.depo.main_depo", "depo.enable=true", f"data.train_files={missing}"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=tmp_path,
+    )
+    assert out.returncode != 0
+    assert "invalid config" not in out.stderr and "Traceback" not in out.stderr, out.stderr[-2000:]
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("depo: cannot train on this data: data.train_files:") and str(missing) in last, last
+    assert "ray init" not in (out.stdout + out.stderr).lower()
+
+
 @pytest.mark.parametrize(
     "values, key",
     [

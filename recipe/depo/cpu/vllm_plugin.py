@@ -20,20 +20,16 @@ The two other CPU kernels that also move weights out of ``layer.weight`` (the sg
 from __future__ import annotations
 
 import logging
-import os
+
+from recipe.depo.cpu import cpu_requested
 
 logger = logging.getLogger(__name__)
 
-PLATFORM_ENV = "VERL_PLATFORM"
 ONEDNN_FLAG = "_supports_onednn"
 
 
 class WeightSyncUnsupported(RuntimeError):
     """This vLLM CPU configuration keeps weights where verl's weight sync cannot update them."""
-
-
-def cpu_requested() -> bool:
-    return os.environ.get(PLATFORM_ENV, "").strip().lower() == "cpu"
 
 
 def keep_weights_in_place() -> bool:
