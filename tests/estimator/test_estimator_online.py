@@ -6,23 +6,10 @@ import os
 import numpy as np
 import pytest
 import torch
-from estimator_helpers import assert_same_params, make, params
+from estimator_helpers import LOGPROB, MEAN_K, PROMPTS, assert_same_params, make, params
 
 import recipe.depo.estimator.online as online_mod
 from recipe.depo.estimator import OnlineEstimator, objective
-
-PROMPTS = [
-    "What is 1 + 2?",
-    "Compute 123 * 456 - 789.",
-    "Find the remainder when 98765 is divided by 37.",
-    "What is 7?",
-    "Let x = 3. What is x * x + 2 * x + 1?",
-    "Evaluate 12 - 5 + 8 - 3 + 44 - 17.",
-    "How many primes are less than 100?",
-    "Solve 2x + 3 = 11.",
-]
-MEAN_K = np.array([1.0, 0.25, 0.125, 1.0, 0.625, 0.5, 0.375, 0.875], dtype=np.float32)
-LOGPROB = np.array([-0.05, -1.2, -2.0, -0.01, -0.4, -0.6, -0.9, -0.1], dtype=np.float32)
 
 
 # ----------------------------------------------------------------------------- predict

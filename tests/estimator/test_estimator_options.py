@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from estimator_helpers import assert_same_params, make, params
+from estimator_helpers import LOGPROB, MEAN_K, PROMPTS, assert_same_params, make, params
 
 from recipe.depo.estimator import (
     EstimatorConfig,
@@ -18,18 +18,6 @@ from recipe.depo.estimator import (
 )
 from recipe.depo.estimator.losses import ranking_pair_mask
 
-PROMPTS = [
-    "What is 1 + 2?",
-    "Compute 123 * 456 - 789.",
-    "Find the remainder when 98765 is divided by 37.",
-    "What is 7?",
-    "Let x = 3. What is x * x + 2 * x + 1?",
-    "Evaluate 12 - 5 + 8 - 3 + 44 - 17.",
-    "How many primes are less than 100?",
-    "Solve 2x + 3 = 11.",
-]
-MEAN_K = np.array([1.0, 0.25, 0.125, 1.0, 0.625, 0.5, 0.375, 0.875], dtype=np.float32)
-LOGPROB = np.array([-0.05, -1.2, -2.0, -0.01, -0.4, -0.6, -0.9, -0.1], dtype=np.float32)
 OTHER = ["Find x if x + 4 = 9.", "What is 2 ** 10?", "Compute 17 * 23.", "Is 91 prime?"]
 OTHER_K = np.array([0.75, 0.5, 0.25, 0.0], dtype=np.float32)
 OTHER_LP = np.array([-0.3, -0.5, -0.8, -1.5], dtype=np.float32)
