@@ -24,7 +24,6 @@ import re
 import secrets
 import socket
 import sys
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ from typing import Any
 import pandas as pd
 
 from recipe.depo.chat import last_user_message
+from recipe.depo.fsutil import unwritable_dir_reason
 
 REQUIRED_COLUMNS = ("data_source", "prompt", "ability", "reward_model", "extra_info")
 
@@ -200,22 +200,9 @@ def check_output_dir(directory: str | os.PathLike, what: str = "--output") -> Pa
 
 
 def check_writable_dir(directory: Path, what: str) -> None:
-    """Try to create a file where the output will go (or in the nearest existing parent, when
-    the directory is still to be made): permission bits alone say nothing for root, read-only
-    mounts or ACLs."""
-    probe_dir = Path(directory)
-    while not probe_dir.exists():
-        if probe_dir.parent == probe_dir:
-            break
-        probe_dir = probe_dir.parent
-    if not probe_dir.is_dir():
-        raise DataPrepError(f"{what}: {probe_dir} is not a directory")
-    try:
-        # an unnamed file where supported (O_TMPFILE): nothing to clean up, even after a crash
-        with tempfile.TemporaryFile(dir=probe_dir):
-            pass
-    except OSError as exc:
-        raise DataPrepError(f"{what}: cannot write to {probe_dir} ({exc.strerror or exc})") from None
+    reason = unwritable_dir_reason(directory)
+    if reason:
+        raise DataPrepError(f"{what}: {reason}")
 
 
 def _temp_name(target: Path) -> Path:

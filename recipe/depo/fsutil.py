@@ -1,12 +1,15 @@
 """Publishing a fully written directory so readers see the old one or the new one, never a mix;
-reading back the JSON inside one with errors that name the file."""
+reading back the JSON inside one with errors that name the file; checking, before any work, that
+an output can be written."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import tempfile
 import uuid
+from pathlib import Path
 
 
 def publish_dir(tmp: str, final: str) -> None:
@@ -54,3 +57,23 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def unwritable_dir_reason(directory: str | os.PathLike) -> str | None:
+    """Why nothing can be written in ``directory`` (or in its nearest existing parent, when it is
+    still to be made), or None. It tries to create a file: permission bits alone say nothing for
+    root, read-only mounts or ACLs."""
+    probe_dir = Path(directory)
+    while not probe_dir.exists():
+        if probe_dir.parent == probe_dir:
+            break
+        probe_dir = probe_dir.parent
+    if not probe_dir.is_dir():
+        return f"{probe_dir} is not a directory"
+    try:
+        # an unnamed file where supported (O_TMPFILE): nothing to clean up, even after a crash
+        with tempfile.TemporaryFile(dir=probe_dir):
+            pass
+    except OSError as exc:
+        return f"cannot write to {probe_dir} ({exc.strerror or exc})"
+    return None

@@ -146,6 +146,8 @@ def test_threshold_outside_0_1_fails_at_argument_parsing(setup, capsys, estimato
         ("empty_parquet", "no rows"),
         ("single_file_many_sets", "a single results file, but --data has several sets"),
         ("not_an_estimator", "--estimator"),
+        ("json_output_is_a_dir", "--json-output"),
+        ("json_output_under_a_file", "is not a directory"),
     ],
 )
 def test_bad_input_names_the_file_before_the_estimator_runs(case, message, setup, capsys, estimator_never_loads):
@@ -183,6 +185,10 @@ def test_bad_input_names_the_file_before_the_estimator_runs(case, message, setup
         argv[argv.index("--small-results") + 1] = str(small)
     elif case == "not_an_estimator":
         argv[argv.index("--estimator") + 1] = str(setup / "eval")
+    elif case == "json_output_is_a_dir":
+        argv += ["--json-output", str(setup / "eval")]
+    elif case == "json_output_under_a_file":
+        argv += ["--json-output", str(small / "t3.json")]
     assert offline.main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err and "\n" not in err, err

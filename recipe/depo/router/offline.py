@@ -26,7 +26,7 @@ import numpy as np
 
 from recipe.depo.evaluate.data import EvalError, EvalQuery, load_set, parquet_files
 from recipe.depo.evaluate.results import display_name, ordered_sets
-from recipe.depo.fsutil import write_text_atomic
+from recipe.depo.fsutil import unwritable_dir_reason, write_text_atomic
 from recipe.depo.labels import prompt_text
 from recipe.depo.router.core import DifficultyRouter, table3
 
@@ -175,7 +175,19 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_json_output(path: str | None) -> None:
+    """Before the estimator runs: an output that cannot be written is found in a second, not after."""
+    if path is None:
+        return
+    if path.endswith(("/", "\\")) or Path(path).is_dir():
+        raise EvalError(f"--json-output {path} is a directory; give the path of the JSON file to write")
+    reason = unwritable_dir_reason(Path(path).absolute().parent)
+    if reason:
+        raise EvalError(f"--json-output {path}: {reason}")
+
+
 def run(args: argparse.Namespace) -> tuple[list[dict], list[str]]:
+    check_json_output(args.json_output)
     files = parquet_files(args.data)
     sets = {name: load_set(file) for name, file in files.items()}
     outcomes = {}
