@@ -26,7 +26,7 @@ import time
 from importlib.metadata import version
 
 from recipe.depo.reward import clear_caches, compute_score
-from recipe.depo.verify_pool import DEFAULT_TIMEOUT_S
+from recipe.depo.verify_pool import DEFAULT_TIMEOUT_S, STALLING_ANSWERS
 
 FILLER = ("We consider the problem carefully and compute step by step. " * 34)[:2000]
 
@@ -55,19 +55,7 @@ FORMS = {
 }
 
 
-# Each ran for seconds to minutes in sympy (or grew past a GB) before the bound (issue #13).
-ADVERSARIAL = [
-    "(100!)!",
-    "\\binom{1000000}{500000}",
-    "2^{ {2}^{ {2}^{ {2}^{5} } } }",
-    "\\Gamma(1000000)",
-    "(9999)!!",
-    "\\int_0^1 x^{199}e^x dx",
-    "((10^{150})^{150})^{150}",
-    "9^{9^{9^{9}}}",
-    "(x+1)^{999}",
-    "10^{10^{10}}",
-]
+ADVERSARIAL = list(STALLING_ANSWERS)
 
 
 def rate(cases, seconds: float, cold: bool = True) -> float:

@@ -65,6 +65,20 @@ START_TIMEOUT_S = 120.0
 # A fork of the already-imported template takes milliseconds; this only catches a wedged template.
 FORK_TIMEOUT_S = 30.0
 
+# Answers that ran for seconds to minutes in sympy, or grew past a GB, before the bound (issue
+# #13): what the tests and benchmarks/reward_throughput.py hold the deadline against.
+STALLING_ANSWERS = (
+    "(100!)!",
+    "\\binom{1000000}{500000}",
+    "2^{ {2}^{ {2}^{ {2}^{5} } } }",
+    "\\Gamma(1000000)",
+    "(9999)!!",
+    "\\int_0^1 x^{199}e^x dx",
+    "((10^{150})^{150})^{150}",
+    "9^{9^{9^{9}}}",
+    "(x+1)^{999}",
+    "10^{10^{10}}",
+)
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _MAX_MESSAGE = 1 << 20
 

@@ -18,21 +18,9 @@ import pytest
 import recipe.depo.reward as reward
 import recipe.depo.verify_pool as verify_pool
 from recipe.depo.reward import compute_score
-from recipe.depo.verify_pool import DEFAULT_TIMEOUT_S, VerifierPool, VerifierUnavailable
+from recipe.depo.verify_pool import DEFAULT_TIMEOUT_S, STALLING_ANSWERS, VerifierPool, VerifierUnavailable
 
-# Minutes of sympy each (or a power tower growing past a GB): see issue #13.
-ADVERSARIAL = [
-    "(100!)!",
-    "\\binom{1000000}{500000}",
-    "2^{ {2}^{ {2}^{ {2}^{5} } } }",
-    "\\Gamma(1000000)",
-    "(9999)!!",
-    "\\int_0^1 x^{199}e^x dx",
-    "((10^{150})^{150})^{150}",
-    "9^{9^{9^{9}}}",
-    "(x+1)^{999}",
-    "10^{10^{10}}",
-]
+ADVERSARIAL = list(STALLING_ANSWERS)
 # Slack over the deadline for SIGKILL, reaping and the replacement's fork/exec on a machine
 # shared with other jobs; what the bound prevents is minutes.
 SLACK_S = 1.5
