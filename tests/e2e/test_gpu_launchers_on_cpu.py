@@ -11,6 +11,7 @@ Slow: 2-3 minutes per launcher on a 2-core machine, 14 launchers (33 min measure
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -75,3 +76,14 @@ def test_gpu_launcher_two_steps_on_cpu(launcher, tmp_path, vllm_python):
         assert not any(k.startswith("depo/estimator/") for m in steps.values() for k in m)
     # save_freq 50 still saves the last step
     assert (out_dir / "checkpoints" / "global_step_2" / "actor").is_dir()
+    # the run directory is what the report reads
+    report = subprocess.run(
+        [sys.executable, "-m", "recipe.depo.report", "--runs", f"run={out_dir}", "--output", str(tmp_path / "report")],
+        cwd=REPO,
+        env={**env, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert (tmp_path / "report" / "report.md").is_file()
