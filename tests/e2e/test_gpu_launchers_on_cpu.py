@@ -2,7 +2,7 @@
 verl's vLLM rollout, via examples/run_gpu_launcher_on_cpu.sh, which overrides only what a CPU cannot
 have (model, data, lengths, batch, GPU counts, TP, dtype/attention/FSDP2 from the cpu_vllm preset).
 
-Slow: 2-3 minutes per launcher on a 2-core machine, 14 launchers (33 min measured). Needs the vLLM venv
+Slow: 2-3 minutes per launcher on a 2-core machine, 14 launchers (28-33 min measured). Needs the vLLM venv
 (bash examples/install_cpu.sh --vllm). One launcher:
     python3 -m pytest -m slow \
       "tests/e2e/test_gpu_launchers_on_cpu.py::test_gpu_launcher_two_steps_on_cpu[run_depo_qwen7b.sh]"
