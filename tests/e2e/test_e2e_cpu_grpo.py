@@ -78,4 +78,8 @@ def test_grpo_two_steps_then_resume_one(tmp_path, adam_steps):
     assert (ckpts / "latest_checkpointed_iteration.txt").read_text().strip() == "3"
     # a fresh optimizer would be at step 1 here
     assert adam_steps(ckpts / "global_step_3") == {3.0}
-    assert "CPU demo summary" in run2.stdout
+    # the demo ends with its report, which reads the first run's metrics (moved aside as
+    # metrics.<time>.jsonl when run 2 started) and run 2's together
+    assert "# Run report" in run2.stdout
+    assert len(list(tmp_path.glob("metrics.*.jsonl"))) == 1
+    assert json.loads((tmp_path / "report" / "report.json").read_text())["runs"]["GRPO"]["steps"] == 3
