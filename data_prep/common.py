@@ -31,14 +31,10 @@ from typing import Any
 
 import pandas as pd
 
-from recipe.depo.chat import last_user_message
 from recipe.depo.fsutil import unwritable_dir_reason
+from recipe.depo.prompt_text import BOXED_INSTRUCTION, last_user_message
 
 REQUIRED_COLUMNS = ("data_source", "prompt", "ability", "reward_model", "extra_info")
-
-# One instruction for every boxed-answer set (the five evaluation sets, OR1, NT): the reward
-# (recipe.depo.reward, style "boxed") reads the last \boxed{} of the response.
-BOXED_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 
 # How many example locations each drop reason keeps for the summary.
 _EXAMPLES_PER_REASON = 3

@@ -38,16 +38,14 @@ from data_prep.common import (
     user_message,
     where,
 )
+from recipe.depo.prompt_text import DAPO_TEMPLATE_HEAD, DAPO_TEMPLATE_TAIL
 
 HUB_ID = "BytedTsinghua-SIA/DAPO-Math-17k"
 DATA_SOURCE = "math_dapo"
 
-# The template every DAPO-Math-17k prompt is wrapped in (English even for Chinese problems).
-TEMPLATE_HEAD = (
-    "Solve the following math problem step by step. The last line of your response should be of the form "
-    "Answer: $Answer (without quotes) where $Answer is the answer to the problem.\n\n"
-)
-TEMPLATE_TAIL = '\n\nRemember to put your answer on its own line after "Answer:".'
+# The template every DAPO-Math-17k prompt is wrapped in, defined beside the estimator's text.
+TEMPLATE_HEAD = DAPO_TEMPLATE_HEAD
+TEMPLATE_TAIL = DAPO_TEMPLATE_TAIL
 
 
 def strip_template(prompt_text: str) -> str | None:

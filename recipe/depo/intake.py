@@ -25,7 +25,7 @@ from tensordict import TensorDict
 from verl.utils import tensordict_utils as tu
 
 from recipe.depo.filter import REASONS, Admitted, Candidate, DifficultyFilter, FilterConfig, Selection, scan_stats
-from recipe.depo.labels import prompt_text
+from recipe.depo.prompt_text import prompt_text
 
 
 @dataclass(frozen=True)

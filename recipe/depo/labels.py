@@ -5,9 +5,8 @@ and reorders the batch across data-parallel ranks, and a label built by position
 with the wrong prompt. ``mean_k`` is the mean of the per-response correctness over the prompt's
 responses; ``avg_logprob`` the mean over its responses of each response's mean token log-prob.
 
-Also here: what text the estimator reads for a prompt (``prompt_text``) -- the problem itself,
-never the chat template around it -- and ``read_labels``, the one function that reads a trained
-batch's responses back from verl's TransferQueue.
+Also here: ``read_labels``, the one function that reads a trained batch's responses back from
+verl's TransferQueue. What text the estimator reads for a prompt is ``recipe.depo.prompt_text``.
 """
 
 from __future__ import annotations
@@ -21,16 +20,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 from verl.base_config import BaseConfig
 
-from recipe.depo.chat import last_user_message
 from recipe.depo.config_fields import FieldChecks
+from recipe.depo.prompt_text import LabelError
 
 if TYPE_CHECKING:
     from transfer_queue import KVBatchMeta
 
 ACC_KEY_CONFIG = "depo.labels.acc_key"
-TEXT_SOURCE_CONFIG = "depo.labels.text_source"
 LOGPROB_SOURCES = ("old_log_probs", "rollout_log_probs")
-AUTO_QUESTION_KEY = "question"
 
 
 @dataclass
@@ -53,49 +50,6 @@ class LabelsConfig(BaseConfig):
         ):
             check.fail("text_source", f"must be 'auto', 'user' or 'extra_info.<key>', got {source!r}")
         check.done()
-
-
-class LabelError(RuntimeError):
-    """The rolled-out batch cannot give correct labels (names the config key at fault)."""
-
-
-# ----------------------------------------------------------------------------- prompt text
-def user_message_text(raw_prompt: Any) -> str:
-    """Content of the last user message of a chat-format prompt (verl's ``raw_prompt``)."""
-    text = last_user_message(raw_prompt)
-    if text is None:
-        raise LabelError(
-            f"raw_prompt ({type(raw_prompt).__name__}) has no message with role 'user': the estimator has no "
-            "problem text to read"
-        )
-    return text
-
-
-def prompt_text(raw_prompt: Any, extra_info: Mapping | None, source: str = "auto") -> str:
-    """The text the estimator scores. ``source``:
-
-    * ``auto`` (default): ``extra_info.question`` when the row has it (our data_prep builders
-      store the bare problem there, without instructions such as DAPO's "Answer: $Answer"
-      template, which would otherwise use up the encoder's tokens identically for every
-      prompt), else the last user message;
-    * ``user``: always the last user message of ``raw_prompt``;
-    * ``extra_info.<key>``: always that dataset column (an error when a row lacks it).
-    """
-    if source == "auto":
-        question = extra_info.get(AUTO_QUESTION_KEY) if isinstance(extra_info, Mapping) else None
-        text = question if isinstance(question, str) and question.strip() else user_message_text(raw_prompt)
-    elif source == "user":
-        text = user_message_text(raw_prompt)
-    elif source.startswith("extra_info."):
-        key = source[len("extra_info.") :]
-        if not isinstance(extra_info, Mapping) or not isinstance(extra_info.get(key), str):
-            raise LabelError(f"{TEXT_SOURCE_CONFIG}={source!r} but a row's extra_info has no string {key!r}")
-        text = extra_info[key]
-    else:
-        raise LabelError(f"{TEXT_SOURCE_CONFIG} must be 'auto', 'user' or 'extra_info.<key>', got {source!r}")
-    if not text.strip():
-        raise LabelError(f"empty problem text for the estimator ({TEXT_SOURCE_CONFIG}={source!r})")
-    return text
 
 
 # ----------------------------------------------------------------------------- per response

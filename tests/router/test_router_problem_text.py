@@ -8,7 +8,7 @@ import pytest
 
 from data_prep.common import boxed_prompt, make_row
 from data_prep.dapo_math_17k import TEMPLATE_HEAD, TEMPLATE_TAIL
-from recipe.depo.labels import prompt_text
+from recipe.depo.prompt_text import prompt_text
 from recipe.depo.router.problem_text import (
     BadRequest,
     chat_problem_text,

@@ -13,7 +13,7 @@ from verl.utils import tensordict_utils as tu
 
 from recipe.depo.filter import FilterConfig
 from recipe.depo.intake import PromptIntake
-from recipe.depo.labels import prompt_text
+from recipe.depo.prompt_text import prompt_text
 
 
 class Scorer:

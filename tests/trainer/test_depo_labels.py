@@ -9,10 +9,9 @@ from recipe.depo.labels import (
     LabelError,
     build_labels,
     correctness,
-    prompt_text,
     response_mean_logprob,
-    user_message_text,
 )
+from recipe.depo.prompt_text import prompt_text, user_message_text
 
 
 def test_shuffled_batch_gives_exact_mean_k_and_logprob_per_uid():

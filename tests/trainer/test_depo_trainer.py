@@ -18,7 +18,8 @@ from transfer_queue import KVBatchMeta
 from verl.utils import tensordict_utils as tu
 
 from recipe.depo.config_fields import DEPOConfigError
-from recipe.depo.labels import LabelError, LabelsConfig, prompt_text, read_labels
+from recipe.depo.labels import LabelError, LabelsConfig, read_labels
+from recipe.depo.prompt_text import prompt_text
 from recipe.depo.trainer import DEPOTrainer
 
 pytestmark = pytest.mark.ray

@@ -27,7 +27,7 @@ import numpy as np
 from recipe.depo.evaluate.data import EvalError, EvalQuery, load_set, parquet_files
 from recipe.depo.evaluate.results import display_name, ordered_sets
 from recipe.depo.fsutil import unwritable_dir_reason, write_text_atomic
-from recipe.depo.labels import prompt_text
+from recipe.depo.prompt_text import prompt_text
 from recipe.depo.router.core import DifficultyRouter, table3
 
 THRESHOLDS = [0.75, 0.70, 0.50, 0.30]  # the paper's

@@ -1,9 +1,9 @@
 """What a routed request is scored on: the text training gives the estimator (pure Python).
 
-Training scores a prompt by ``recipe.depo.labels.prompt_text``: the dataset's bare problem
+Training scores a prompt by ``recipe.depo.prompt_text.prompt_text``: the dataset's bare problem
 (``extra_info.question``) when the row has one, else the last user message. A live request has no
-``extra_info``, so the router reads the last user message (``labels.user_message_text``, the very
-function training uses) and removes the answer instructions our data_prep builders wrap the
+``extra_info``, so the router reads the last user message (``prompt_text.user_message_text``, the
+very function training uses) and removes the answer instructions our data_prep builders wrap the
 problem in, so that a request built like a training prompt is scored on exactly the training text.
 """
 
@@ -12,13 +12,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from data_prep.common import BOXED_INSTRUCTION
-from data_prep.dapo_math_17k import TEMPLATE_HEAD, TEMPLATE_TAIL
-from recipe.depo.labels import LabelError, user_message_text
+from recipe.depo.prompt_text import DATA_PREP_INSTRUCTIONS, LabelError, user_message_text
 
-# The instructions data_prep puts around the problem in the user message while it stores the
-# bare problem in extra_info.question (which is what the estimator trained on).
-DEFAULT_INSTRUCTIONS: tuple[str, ...] = (TEMPLATE_HEAD, TEMPLATE_TAIL, BOXED_INSTRUCTION)
+DEFAULT_INSTRUCTIONS: tuple[str, ...] = DATA_PREP_INSTRUCTIONS
 
 
 class BadRequest(ValueError):

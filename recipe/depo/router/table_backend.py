@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from recipe.depo.labels import user_message_text
+from recipe.depo.prompt_text import user_message_text
 
 
 def create_app(

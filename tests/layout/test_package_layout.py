@@ -1,0 +1,52 @@
+"""The package's import structure: what may import what (read from the source, not run)."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+RECIPE = REPO / "recipe" / "depo"
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module a file imports, at its top or inside a function (relative imports resolved)."""
+    package = ".".join(path.relative_to(REPO).with_suffix("").parts[:-1])
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                names.add(".".join(base + ([node.module] if node.module else [])))
+            else:
+                names.add(node.module)
+    return names
+
+
+def modules_under(root: Path, skip: tuple[str, ...] = ()) -> dict[str, set[str]]:
+    files = sorted(p for p in root.rglob("*.py") if not any(part in skip for part in p.relative_to(root).parts))
+    assert files, f"no Python files under {root}"
+    return {str(p.relative_to(REPO)): imported_modules(p) for p in files}
+
+
+def test_recipe_imports_nothing_from_data_prep():
+    # data_prep builds parquet files and imports the recipe's text and reward rules; the recipe
+    # must not depend back on it. The CPU demo (recipe/depo/demo) is the one exception: its tiny
+    # policy is warm-started on the demo's own task, which data_prep/arithmetic.py generates.
+    offenders = {
+        file: sorted(m for m in mods if m == "data_prep" or m.startswith("data_prep."))
+        for file, mods in modules_under(RECIPE, skip=("demo",)).items()
+    }
+    assert not {f: m for f, m in offenders.items() if m}
+
+
+def test_the_estimator_text_imports_with_data_prep_blocked():
+    # Also at run time: training's and the router's text functions import with data_prep unimportable.
+    code = (
+        "import sys; sys.modules['data_prep'] = None\n"
+        "import recipe.depo.prompt_text, recipe.depo.labels, recipe.depo.intake, recipe.depo.router.problem_text\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
