@@ -110,15 +110,10 @@ def check_settings(state_dir: str, estimator: EstimatorConfig, filter_config: Fi
         raise DEPOConfigError(problems)
     changes = [f"depo.estimator.{line}" for line in applied]
     saved = read_json(os.path.join(state_dir, "state.json"), "DEPO state")["filter"]["config"]
-    now = filter_config
-    pairs = [
-        ("window", [saved["low"], saved["high"]], [now.low, now.high]),
-        ("warmup_steps", saved["warmup_steps"], now.warmup_steps),
-        ("explore_rate", saved["explore_rate"], now.explore_rate),
-        ("max_scan", saved["max_scan"], now.max_scan),
-        ("seed", saved["seed"], now.seed),
-    ]
-    for key, before, after in pairs:
+    if "window" not in saved and "low" in saved:  # checkpoints written before the window was saved by name
+        saved = {**saved, "window": [saved["low"], saved["high"]]}
+    for key, after in filter_config.to_dict().items():
+        before = saved.get(key, after)  # a field the checkpoint predates: nothing to compare
         if before != after:
             effect = "no effect: the exploration RNG resumes from the checkpoint" if key == "seed" else "applied"
             changes.append(f"depo.filter.{key}: {before!r} in the checkpoint, {after!r} now ({effect})")

@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 import numpy as np
 from verl.base_config import BaseConfig
 
-from recipe.depo.config_fields import FieldChecks, is_number
+from recipe.depo.config_fields import FieldChecks, field_names, is_number
 
 WARMUP = "warmup"
 WINDOW = "window"
@@ -77,6 +77,11 @@ class FilterConfig(BaseConfig):
         check.integer("max_scan", minimum=1, optional=True)
         check.integer("seed")
         check.done()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field by name, as JSON holds it (what a checkpoint saves and a resume compares)."""
+        values = {name: getattr(self, name) for name in field_names(type(self))}
+        return {name: list(v) if isinstance(v, tuple) else v for name, v in values.items()}
 
     @property
     def low(self) -> float:
@@ -240,14 +245,7 @@ class DifficultyFilter:
     # ------------------------------------------------------------------ checkpoint state
     def state_dict(self) -> dict:
         return {
-            "config": {
-                "low": self.config.low,
-                "high": self.config.high,
-                "warmup_steps": self.config.warmup_steps,
-                "explore_rate": self.config.explore_rate,
-                "max_scan": self.config.max_scan,
-                "seed": self.config.seed,
-            },
+            "config": self.config.to_dict(),
             "carry": [[a.key, a.prediction, a.reason] for a in self.carry],
             "counters": dict(self.counters),
             "rng": self._rng.bit_generator.state,

@@ -60,3 +60,25 @@ def test_weight_shaping_change_is_refused_naming_the_yaml_key(state_dir, key, va
     with pytest.raises(DEPOConfigError, match=rf"^depo\.estimator\.{key}: .* in the checkpoint"):
         check_settings(folder, changed(estimator, **{key: value}), same_filter())
     assert os.path.isdir(folder)  # nothing touched
+
+
+def test_every_filter_field_is_compared_and_older_checkpoints_still_read(state_dir, tmp_path):
+    folder, estimator = state_dir
+    # compared from the config's fields: a field added to FilterConfig is covered without a list to keep
+    others = {"enable": False, "warmup_steps": 6, "explore_rate": 0.1, "max_scan": 65}
+    assert set(others) | {"window", "seed"} == set(FilterConfig().to_dict())
+    for key, value in others.items():
+        assert check_settings(folder, estimator, same_filter(**{key: value})) == [
+            f"depo.filter.{key}: {getattr(same_filter(), key)!r} in the checkpoint, {value!r} now (applied)"
+        ]
+    # state.json written before the settings were saved by field name held the window as low/high
+    legacy = tmp_path / "depo"
+    legacy.mkdir()
+    os.symlink(os.path.join(folder, "estimator"), legacy / "estimator")
+    old = {"low": 0.15, "high": 0.85, "warmup_steps": 5, "explore_rate": 0.0, "max_scan": 64, "seed": 0}
+    with open(legacy / "state.json", "w") as f:
+        json.dump({"format_version": 2, "global_steps": 3, "filter": {"config": old}}, f)
+    assert check_settings(str(legacy), estimator, same_filter()) == []
+    assert check_settings(str(legacy), estimator, same_filter(window=(0.1, 0.85))) == [
+        "depo.filter.window: [0.15, 0.85] in the checkpoint, [0.1, 0.85] now (applied)"
+    ]
