@@ -23,6 +23,7 @@ exactly one record of what is carried over.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -40,12 +41,14 @@ FILL = "fill"
 REASONS = (WARMUP, WINDOW, EXPLORE, FILL)
 
 _COUNTERS = ("calls", "scanned", "kept", "rejected", "explored", "filled", "cap_hits")
+# max_scan=null: this many times data.train_batch_size.
+DEFAULT_SCAN_FACTOR = 8
 
 
 @dataclass
 class FilterConfig(BaseConfig):
-    """``depo.filter`` in depo_trainer.yaml. ``max_scan=None`` means 8 x ``data.train_batch_size``,
-    which the start-up checks resolve (the filter itself needs a number)."""
+    """``depo.filter`` in depo_trainer.yaml. ``max_scan=None`` means 8 x ``data.train_batch_size``
+    (``resolved``; the filter itself needs a number)."""
 
     config_key: ClassVar[str] = "depo.filter"
 
@@ -77,6 +80,12 @@ class FilterConfig(BaseConfig):
         check.integer("max_scan", minimum=1, optional=True)
         check.integer("seed")
         check.done()
+
+    def resolved(self, train_batch_size: int) -> FilterConfig:
+        """This config with ``max_scan=None`` replaced by its default for a batch of ``train_batch_size``."""
+        if self.max_scan is not None:
+            return self
+        return dataclasses.replace(self, max_scan=DEFAULT_SCAN_FACTOR * train_batch_size)
 
     def to_dict(self) -> dict[str, Any]:
         """Every field by name, as JSON holds it (what a checkpoint saves and a resume compares)."""
@@ -145,7 +154,7 @@ def scan_stats(predictions: Sequence[float], low: float, high: float) -> dict[st
 class DifficultyFilter:
     def __init__(self, config: FilterConfig) -> None:
         if config.max_scan is None:
-            raise ValueError("FilterConfig.max_scan must be resolved to a number (8 x the batch by default)")
+            raise ValueError("FilterConfig.max_scan must be a number: use config.resolved(train_batch_size)")
         self.config = config
         self.carry: list[Admitted] = []
         self.counters = {name: 0 for name in _COUNTERS}

@@ -17,7 +17,7 @@ import ray
 from omegaconf import DictConfig
 
 from recipe.depo.preflight import PreflightError, check_training_start
-from recipe.depo.validation import DEPOConfigError, validate
+from recipe.depo.validation import DEPOConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,6 @@ def run_depo(config: DictConfig) -> None:
     from verl.utils.device import auto_set_device
 
     auto_set_device(config)
-    validate(config)
     validate_config(config=config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
     run_ppo(config, task_runner_class=ray.remote(DEPOTaskRunner))
 
@@ -73,8 +72,7 @@ def run_depo(config: DictConfig) -> None:
 @hydra.main(config_path="config", config_name="depo_trainer", version_base=None)
 def main(config: DictConfig) -> None:
     try:
-        validate(config)
-        check_training_start(config)
+        check_training_start(config)  # the config, then the data: the one start-up check
     except DEPOConfigError as exc:
         # A config mistake is the user's to fix: one line per problem naming its key, no traceback.
         lines = [f"depo: invalid config: {key}: {message}" for key, message in exc.problems]

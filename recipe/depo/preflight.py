@@ -1,4 +1,5 @@
-"""Start-up checks on the data a DEPO run will score, before Ray starts.
+"""The start-up check (``check_training_start``): the config (``validation.validate``), then the
+data a DEPO run will score, once, before Ray starts.
 
 Without them a train file whose rows lack ``reward_model.ground_truth`` starts, builds its
 workers and dies minutes later with "no materializable trajectories" (the ``KeyError`` only in a
@@ -12,7 +13,8 @@ Both are visible from the files and one call of the reward function:
 * the configured reward function, called the way verl calls it on a sample of training rows
   (one per data source, plus the first rows), returns a dict with ``depo.labels.acc_key`` holding
   a number in [0, 1], whatever the answer (an empty response is used: it costs nothing and
-  starts no math-verify process).
+  starts no math-verify process); with verl's built-in scorer, every data source of the training
+  files is one it returns ``acc`` for.
 
 Failures are ``PreflightError`` with one line naming the file, the row and the key. Remote
 files (hdfs://, s3://) are left to verl.
@@ -26,9 +28,14 @@ import logging
 import math
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from omegaconf import DictConfig, OmegaConf
+
+from recipe.depo.validation import custom_reward_function, validate
+
+if TYPE_CHECKING:
+    from recipe.depo.config import DEPOConfig
 
 logger = logging.getLogger(__name__)
 
@@ -36,22 +43,32 @@ logger = logging.getLogger(__name__)
 # first rows): enough to catch a wrong acc_key or an unknown data_source, cheap with any reward.
 SAMPLE_ROWS = 8
 _REMOTE_PREFIXES = ("hdfs://", "s3://", "gs://", "http://", "https://")
+# data_source values for which verl's built-in scorer (no custom reward function) returns a
+# dict with an `acc` key (verl.utils.reward_score.default_compute_score -> math_dapo).
+VERL_ACC_SOURCES = ("math_dapo", "math", "math_dapo_reasoning")
 
 
 class PreflightError(ValueError):
     """Training data or reward that cannot work; the message names the file, row and key."""
 
 
-def check_training_start(config: DictConfig) -> None:
-    """Raise PreflightError unless every local data row has a usable reference and the reward
-    returns ``depo.labels.acc_key`` (the latter only when the DEPO estimator needs labels)."""
-    from recipe.depo.validation import validate
+class RewardFunction(NamedTuple):
+    fn: Callable[..., Any]
+    name: str  # for messages
+    ours: bool  # recipe.depo.reward.compute_score, whose stricter reference rules then apply
+    builtin: bool  # verl's default_compute_score (no custom reward function set)
 
+
+def check_training_start(config: DictConfig) -> DEPOConfig:
+    """The run's ``DEPOConfig`` (``validate``'s ``DEPOConfigError`` for a bad config), after a
+    ``PreflightError`` unless every local data row has a usable reference and the reward returns
+    ``depo.labels.acc_key`` (the latter only when the DEPO estimator needs labels)."""
     settings = validate(config)
-    reward_fn, reward_name, ours = _reward_function(config)
+    reward = _reward_function(config)
     for key, needs_labels in (("data.train_files", settings.uses_estimator), ("data.val_files", False)):
         for path in _local_files(config, key):
-            _check_file(path, key, reward_fn, reward_name, ours, settings.labels.acc_key if needs_labels else None)
+            _check_file(path, key, reward, settings.labels.acc_key if needs_labels else None)
+    return settings
 
 
 def _local_files(config: DictConfig, key: str) -> list[str]:
@@ -72,36 +89,25 @@ def _local_files(config: DictConfig, key: str) -> list[str]:
     return local
 
 
-def _reward_function(config: DictConfig) -> tuple[Callable[..., Any], str, bool]:
-    """The function verl's reward loop will call, a name for messages, and whether it is
-    recipe.depo.reward.compute_score (whose stricter reference rules then apply)."""
+def _reward_function(config: DictConfig) -> RewardFunction:
+    """The function verl's reward loop will call."""
     from verl.trainer.ppo.reward import get_custom_reward_fn
 
-    spec = OmegaConf.select(config, "reward.custom_reward_function", default=None)
-    if not (spec and spec.get("path")):
-        # verl moves the legacy top-level block under reward.* when it starts
-        spec = OmegaConf.select(config, "custom_reward_function", default=None) or spec
-    fn = get_custom_reward_fn(OmegaConf.create({"reward": {"custom_reward_function": spec or {}}}))
-    if fn is None:
+    _, spec = custom_reward_function(config)
+    if spec is None:
         from verl.utils.reward_score import default_compute_score
 
-        return default_compute_score, "verl's default_compute_score", False
+        return RewardFunction(default_compute_score, "verl's default_compute_score", ours=False, builtin=True)
+    fn = get_custom_reward_fn(OmegaConf.create({"reward": {"custom_reward_function": spec}}))
     raw = fn.args[0] if getattr(fn, "args", None) else fn  # verl wraps it in partial(_call_with_kwargs, raw, kw)
     # also when verl loaded reward.py from a file path, as a module of its own
     ours = getattr(raw, "__name__", "") == "compute_score" and callable(
         getattr(raw, "__globals__", {}).get("reference_answers")
     )
-    return fn, f"{spec.get('path')}:{spec.get('name')}", ours
+    return RewardFunction(fn, f"{spec.get('path')}:{spec.get('name')}", ours=ours, builtin=False)
 
 
-def _check_file(
-    path: str,
-    key: str,
-    reward_fn: Callable[..., Any],
-    reward_name: str,
-    ours: bool,
-    acc_key: str | None,
-) -> None:
+def _check_file(path: str, key: str, reward: RewardFunction, acc_key: str | None) -> None:
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
@@ -120,6 +126,16 @@ def _check_file(
     if table.num_rows == 0:
         raise PreflightError(f"{key}: {path} has no rows")
     sources = table.column("data_source").to_pylist()
+    if reward.builtin and acc_key == "acc":
+        bad = sorted(
+            {s for s in sources if isinstance(s, str) and s not in VERL_ACC_SOURCES and not s.startswith("aime")}
+        )
+        if bad:
+            raise PreflightError(
+                f"reward.custom_reward_function.path: unset, and verl's built-in scorer returns no {acc_key!r} for "
+                f"data_source {bad[:5]} ({key}: {path}); set it to recipe/depo/reward.py (name compute_score), "
+                "whose result carries 'acc' for every source"
+            )
     reward_models = table.column("reward_model").to_pylist()
     # Only extra_info.answers (alternative references) matters here; converting the whole struct
     # would turn every problem text of a large file into Python strings.
@@ -137,7 +153,7 @@ def _check_file(
             found = sorted(reward_model) if isinstance(reward_model, dict) else type(reward_model).__name__
             raise PreflightError(f"{where}: reward_model has no 'ground_truth' key (found {found})")
         truth = reward_model["ground_truth"]
-        if ours:
+        if reward.ours:
             try:
                 reference_answers(truth, {"answers": answers[row]})
             except ValueError as exc:
@@ -150,7 +166,7 @@ def _check_file(
     for row in _sample_rows(sources):
         where = f"{key}: {path} row {row}"
         try:
-            result = reward_fn(
+            result = reward.fn(
                 data_source=sources[row],
                 solution_str="",
                 ground_truth=reward_models[row]["ground_truth"],
@@ -160,21 +176,21 @@ def _check_file(
                 result = asyncio.run(result)
         except Exception as exc:
             raise PreflightError(
-                f"{where} (data_source {sources[row]!r}): the reward function {reward_name} raised "
+                f"{where} (data_source {sources[row]!r}): the reward function {reward.name} raised "
                 f"{type(exc).__name__}: {exc}"
             ) from None
         value = result.get(acc_key) if isinstance(result, dict) else None
         if value is None:
             returned = sorted(result) if isinstance(result, dict) else f"a {type(result).__name__}, not a dict"
             raise PreflightError(
-                f"depo.labels.acc_key={acc_key!r}: the reward function {reward_name} returns no such key "
+                f"depo.labels.acc_key={acc_key!r}: the reward function {reward.name} returns no such key "
                 f"(it returned {returned} for {where}, data_source {sources[row]!r})"
             )
         if isinstance(value, bool):
             value = float(value)
         if not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
             raise PreflightError(
-                f"depo.labels.acc_key={acc_key!r}: the reward function {reward_name} returned {value!r} for "
+                f"depo.labels.acc_key={acc_key!r}: the reward function {reward.name} returned {value!r} for "
                 f"{where}; the estimator's labels need per-response correctness in [0, 1]"
             )
 

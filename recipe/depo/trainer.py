@@ -39,7 +39,7 @@ from recipe.depo import checkpoint
 from recipe.depo.advantage import ZeroAdvantageGroups
 from recipe.depo.intake import PromptIntake
 from recipe.depo.labels import read_labels
-from recipe.depo.validation import validate
+from recipe.depo.validation import run_settings
 from recipe.depo.workers.estimator_client import EstimatorClient
 
 logger = logging.getLogger(__name__)
@@ -48,8 +48,8 @@ logger.setLevel(os.getenv("VERL_LOGGING_LEVEL", "INFO"))
 
 class DEPOTrainer(PPOTrainerSync):
     def __init__(self, config: DictConfig):
-        # Fail before any worker starts; the entry point validated too, tests may come here directly.
-        self.depo = validate(config)
+        # The entry point checked the config before Ray started (preflight.check_training_start).
+        self.depo = run_settings(config)
         self.intake: PromptIntake | None = None
         if self.depo.uses_estimator:
             self.intake = PromptIntake(

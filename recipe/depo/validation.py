@@ -1,7 +1,8 @@
 """Start-up checks of a composed run config: the ``depo:`` block's own fields (its dataclasses) plus
 what DEPO needs from the rest of the config. Every problem is collected and reported at once, one
-line each, starting with the key at fault. Called by the entry point before Ray starts and again
-by the trainer (which may be built without the entry point, e.g. in tests)."""
+line each, starting with the key at fault. The config alone, no data: ``preflight.check_training_start``
+(the one start-up check the entry point runs, once, before Ray) calls ``validate`` and then reads
+the data files. The trainer only parses its settings (``run_settings``)."""
 
 from __future__ import annotations
 
@@ -17,12 +18,15 @@ from recipe.depo.advantage import GROUP_ESTIMATORS
 from recipe.depo.config import DEPOConfig, parse
 from recipe.depo.config_fields import DEPOConfigError, is_int
 
-__all__ = ["DEPOConfigError", "validate", "check_backbone", "looks_like_hub_id"]
+__all__ = [
+    "DEPOConfigError",
+    "validate",
+    "run_settings",
+    "check_backbone",
+    "looks_like_hub_id",
+    "custom_reward_function",
+]
 
-# data_source values for which verl's built-in scorer (no custom reward function) returns a
-# dict with an `acc` key (verl.utils.reward_score.default_compute_score -> math_dapo).
-VERL_ACC_SOURCES = ("math_dapo", "math", "math_dapo_reasoning")
-DEFAULT_SCAN_FACTOR = 8
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 Problems = list[tuple[str, str]]
@@ -52,6 +56,17 @@ def check_backbone(backbone: Any) -> str | None:
     return None
 
 
+def custom_reward_function(config: DictConfig) -> tuple[str | None, Any]:
+    """The custom reward block verl will load and the key it is under, or ``(None, None)`` when
+    none is set and verl's built-in scorer runs. verl moves the legacy top-level block under
+    ``reward.*`` at run time, so it counts when ``reward.*`` has no path."""
+    for key in ("reward.custom_reward_function", "custom_reward_function"):
+        spec = _get(config, key, None)
+        if spec is not None and spec.get("path"):
+            return key, spec
+    return None, None
+
+
 def _module_path_problem(path: str) -> str | None:
     """verl loads reward functions from ``pkg://dotted.module`` or a (``file://``) file path."""
     if path.startswith("pkg://"):
@@ -78,40 +93,19 @@ def _reward_problems(config: DictConfig, acc_key: str) -> Problems:
                     "model does not produce; use a rule-based reward function (reward.custom_reward_function.path)",
                 )
             )
-    # verl migrates the legacy top-level custom_reward_function into reward.* at run time.
-    for path_key in ("reward.custom_reward_function.path", "custom_reward_function.path"):
-        path = _get(config, path_key, None)
-        if path:
-            problem = _module_path_problem(str(path))
-            return problems + ([(path_key, problem)] if problem else [])
-    key = "reward.custom_reward_function.path"
+    key, spec = custom_reward_function(config)
+    if spec is not None:
+        problem = _module_path_problem(str(spec.get("path")))
+        return problems + ([(f"{key}.path", problem)] if problem else [])
     if acc_key != "acc":
-        return problems + [(key, f"unset, so verl's built-in scorer is used, which never returns {acc_key!r}")]
-    # verl's built-in scorer: only the math_dapo family returns `acc`. Check the data sources of
-    # local training files (one column read); remote files are checked at the first step instead.
-    files = _get(config, "data.train_files", None)
-    files = [files] if isinstance(files, str) else list(files or [])
-    sources: set[str] = set()
-    for f in files:
-        f = os.path.expanduser(str(f))
-        if not (f.endswith(".parquet") and os.path.isfile(f)):
-            return problems
-        import pyarrow.parquet as pq
-
-        try:
-            table = pq.read_table(f, columns=["data_source"])
-        except Exception:  # no data_source column: verl fails on its own with a clearer error
-            return problems
-        sources.update(str(s) for s in table.column("data_source").to_pylist())
-    bad = sorted(s for s in sources if s not in VERL_ACC_SOURCES and not s.startswith("aime"))
-    if bad:
-        problems.append(
+        return problems + [
             (
-                key,
-                f"unset, and verl's built-in scorer returns no {acc_key!r} for data_source {bad[:5]}; set it to "
-                "recipe/depo/reward.py (name compute_score), whose result carries 'acc' for every source",
+                "reward.custom_reward_function.path",
+                f"unset, so verl's built-in scorer is used, which never returns {acc_key!r}",
             )
-        )
+        ]
+    # verl's built-in scorer returns `acc` for some data sources only: the data check
+    # (preflight) reads them from the training files.
     return problems
 
 
@@ -125,7 +119,7 @@ def _batch_problems(config: DictConfig, depo: DEPOConfig) -> tuple[Problems, int
     if gen_batch is not None and (not is_int(gen_batch) or gen_batch <= 0):
         problems.append(("data.gen_batch_size", f"must be a positive int or null, got {gen_batch!r}"))
         gen_batch = None
-    max_scan = depo.filter.max_scan if depo.filter.max_scan is not None else DEFAULT_SCAN_FACTOR * batch
+    max_scan = depo.filter.resolved(batch).max_scan
     if max_scan < batch:
         problems.append(
             (
@@ -194,3 +188,12 @@ def validate(config: DictConfig) -> DEPOConfig:
     if problems:
         raise DEPOConfigError(problems)
     return dataclasses.replace(depo, filter=dataclasses.replace(depo.filter, max_scan=max_scan))
+
+
+def run_settings(config: DictConfig) -> DEPOConfig:
+    """The run's ``DEPOConfig`` with ``depo.filter.max_scan`` resolved, for a config the start-up
+    check has passed (the trainer, in the task runner's process): parsed, not checked again."""
+    depo, problems = parse(_get(config, "depo", None))
+    if problems:
+        raise DEPOConfigError(problems)
+    return dataclasses.replace(depo, filter=depo.filter.resolved(config.data.train_batch_size))

@@ -131,6 +131,16 @@ def test_unknown_data_source_is_refused_at_start(tmp_path, base_config):
         check_training_start(_config(base_config, train))
 
 
+def test_builtin_scorer_is_refused_for_sources_without_acc(tmp_path, base_config):
+    # No custom reward function: verl's built-in scorer runs, which returns `acc` for the
+    # math_dapo family only (read from the same pass over the file as the row checks).
+    train = _write(tmp_path / "train.parquet", [_row(0, source="openai/gsm8k")])
+    with pytest.raises(PreflightError, match=r"^reward\.custom_reward_function\.path:.*openai/gsm8k"):
+        check_training_start(_config(base_config, train, reward__custom_reward_function__path=None))
+    train = _write(tmp_path / "train.parquet", [_row(0, source="math_dapo")])
+    check_training_start(_config(base_config, train, reward__custom_reward_function__path=None))
+
+
 def test_entry_point_fails_in_one_line_before_ray(tmp_path):
     frame = pd.DataFrame([_row(i) for i in range(3)])
     frame["reward_model"] = [{"style": "rule", "ground_truth": g} for g in ("1", None, "3")]

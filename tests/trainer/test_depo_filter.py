@@ -171,3 +171,9 @@ def test_scan_stats_over_every_scanned_prediction_by_hand():
     assert stats["in_window"] == 0.5  # 0.5 and 0.3; bounds are inclusive
     assert scan_stats([0.2, 0.8], 0.2, 0.8)["in_window"] == 1.0
     assert all(np.isnan(v) for v in scan_stats([], 0.2, 0.8).values())
+
+
+def test_null_max_scan_resolves_to_eight_batches():
+    assert FilterConfig().resolved(16).max_scan == 128
+    assert FilterConfig(max_scan=20).resolved(16).max_scan == 20
+    assert DifficultyFilter(FilterConfig().resolved(4)).config.max_scan == 32
