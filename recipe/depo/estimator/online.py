@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import json
-import logging
 import math
-import os
-import shutil
-import tempfile
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -18,17 +13,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..fsutil import publish_dir, read_json
 from .calibration import IDENTITY, apply_calibration, fit_calibration
-from .config import EstimatorConfig, resume_changes
+from .config import EstimatorConfig
 from .losses import distill_loss, objective, ranking_loss, ranking_pair_mask, score_loss
 from .model import DifficultyEstimator
-
-logger = logging.getLogger(__name__)
-
-# 2 adds the label history (replay.json) and the calibration map; 1 still loads (empty, identity).
-CHECKPOINT_FORMAT_VERSION = 2
-READABLE_FORMAT_VERSIONS = (1, 2)
 
 
 @dataclass
@@ -286,14 +274,17 @@ class OnlineEstimator:
     def predict(self, prompts: list[str]) -> np.ndarray:
         """Predicted mean@k in [0, 1] per prompt (float32, input order); eval mode, no grad,
         through the calibration map (the identity unless ``calibration`` is on)."""
-        return self._predict_logits(prompts)[0]
+        return apply_calibration(self._predict_logits(prompts)[0], *self.calibration)
 
     @torch.no_grad()
     def predict_with_confidence(self, prompts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """(predicted mean@k, predicted actor confidence), both float32 probabilities."""
-        return self._predict_logits(prompts)
+        score, distill = self._predict_logits(prompts)
+        return apply_calibration(score, *self.calibration), torch.sigmoid(torch.from_numpy(distill)).numpy()
 
+    @torch.no_grad()
     def _predict_logits(self, prompts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Raw (uncalibrated) score and distill logits, eval mode, input order."""
         prompts = _check_prompts(prompts)
         was_training = self.model.training
         self.model.eval()
@@ -306,7 +297,7 @@ class OnlineEstimator:
                 distill[idx] = d.cpu()
         finally:
             self.model.train(was_training)
-        return apply_calibration(score.numpy(), *self.calibration), torch.sigmoid(distill).numpy()
+        return score.numpy(), distill.numpy()
 
     def update(self, prompts: list[str], mean_k: Any, avg_logprob: Any = None) -> dict[str, float]:
         """Learn from one RL step's labels; returns metrics.
@@ -506,19 +497,6 @@ class OnlineEstimator:
         return metrics, pre_logits
 
     # ------------------------------------------------------------------ calibration
-    @torch.no_grad()
-    def _score_logits(self, prompts: list[str]) -> np.ndarray:
-        """Raw (uncalibrated) score logits, eval mode, input order."""
-        was_training = self.model.training
-        self.model.eval()
-        out = torch.empty(len(prompts), dtype=torch.float32)
-        try:
-            for idx, ids, mask in self._batches(self._tokenize(prompts), self.config.predict_batch_size):
-                out[idx] = self._forward(ids, mask)[0].cpu()
-        finally:
-            self.model.train(was_training)
-        return out.numpy()
-
     def _refit_calibration(self) -> None:
         """Refit (a, b) on the latest ``calibration_steps`` calls' labels, against the logits of
         the model as it is *now* (after this call's steps), so the map never double-counts what
@@ -527,50 +505,15 @@ class OnlineEstimator:
         entries = list(self._history)[-cfg.calibration_steps :]
         prompts = [p for e in entries for p in e.prompts]
         labels = np.concatenate([e.mean_k for e in entries])
-        self.calibration = fit_calibration(self._score_logits(prompts), labels, cfg.calibration, cfg.calibration_prior)
+        score_logits = self._predict_logits(prompts)[0]
+        self.calibration = fit_calibration(score_logits, labels, cfg.calibration, cfg.calibration_prior)
 
     # ------------------------------------------------------------------ checkpointing
     def save(self, path: str) -> str:
-        """Write a complete checkpoint directory at ``path`` atomically (complete or absent).
+        """Write a complete checkpoint directory at ``path`` atomically (``estimator.checkpoint``)."""
+        from .checkpoint import save
 
-        Layout: ``backbone/`` (save_pretrained model + tokenizer), ``heads.pt`` (trunk and heads),
-        ``optimizer.pt``, ``rng.pt``, ``config.json``, ``state.json`` (counters, calibration map,
-        format version), ``replay.json`` (the labels kept for replay and calibration).
-        """
-        path = os.path.abspath(path)
-        parent = os.path.dirname(path)
-        os.makedirs(parent, exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.tmp-", dir=parent)
-        try:
-            backbone_dir = os.path.join(tmp, "backbone")
-            self.model.backbone.save_pretrained(backbone_dir)
-            self.tokenizer.save_pretrained(backbone_dir)
-            torch.save(
-                {k: v.detach().cpu() for k, v in self.model.head_state_dict().items()}, os.path.join(tmp, "heads.pt")
-            )
-            torch.save(self.optimizer.state_dict(), os.path.join(tmp, "optimizer.pt"))
-            rng = {k: (None if v is None else v.cpu()) for k, v in self._rng_state.items()}
-            torch.save(rng, os.path.join(tmp, "rng.pt"))
-            with open(os.path.join(tmp, "config.json"), "w") as f:
-                f.write(self.config.to_json())
-            with open(os.path.join(tmp, "state.json"), "w") as f:
-                json.dump(
-                    {
-                        "format_version": CHECKPOINT_FORMAT_VERSION,
-                        "num_updates": self.num_updates,
-                        "num_optimizer_steps": self.num_optimizer_steps,
-                        "num_skipped": self.num_skipped,
-                        "calibration": list(self.calibration),
-                    },
-                    f,
-                )
-            with open(os.path.join(tmp, "replay.json"), "w") as f:
-                json.dump({"entries": [entry.to_json() for entry in self._history]}, f)
-            publish_dir(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return path
+        return save(self, path)
 
     @classmethod
     def load(
@@ -581,83 +524,8 @@ class OnlineEstimator:
         device: str | None = None,
         dtype: str | None = None,
     ) -> OnlineEstimator:
-        """Rebuild an estimator from ``save``'s directory; training resumes exactly.
+        """Rebuild an estimator from ``save``'s directory; training resumes exactly
+        (``estimator.checkpoint.load`` says how changed settings apply)."""
+        from .checkpoint import load
 
-        ``config``: the settings to resume with (e.g. the run's current YAML). Every difference
-        from the checkpoint's settings is applied and logged (``resumed_changes``), except those
-        that cannot apply to trained weights (backbone, pooling, head shape, freezing or
-        unfreezing the backbone): those raise a ValueError naming the key. None resumes with the
-        saved settings. ``device``/``dtype`` override either (e.g. a bfloat16 GPU checkpoint read
-        on CPU needs ``device="cpu", dtype="float32"``); weights are float32 either way.
-        """
-        saved = EstimatorConfig.from_dict(read_json(os.path.join(path, "config.json"), "estimator config"))
-        state = read_json(os.path.join(path, "state.json"), "estimator checkpoint state")
-        if state.get("format_version") not in READABLE_FORMAT_VERSIONS:
-            raise ValueError(
-                f"{path}: checkpoint format_version {state.get('format_version')!r}, "
-                f"expected one of {READABLE_FORMAT_VERSIONS}"
-            )
-        if config is None:
-            new = saved
-        else:
-            new = config if isinstance(config, EstimatorConfig) else EstimatorConfig.from_dict(config)
-        overrides = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
-        if overrides:
-            new = EstimatorConfig.from_dict({**new.to_dict(), **overrides})
-        applied, refused = resume_changes(saved.to_dict(), new.to_dict())
-        if refused:
-            raise ValueError(f"{refused[0]} (checkpoint {path})")
-        # The trained encoder lives in the checkpoint; the (possibly moved) original is not read.
-        est = cls(new, backbone_path=os.path.join(path, "backbone"))
-        heads = torch.load(os.path.join(path, "heads.pt"), map_location=est.device, weights_only=True)
-        missing, unexpected = est.model.load_state_dict(heads, strict=False)
-        missing = [k for k in missing if not k.startswith("backbone.")]
-        if missing or unexpected:
-            raise ValueError(f"{path}/heads.pt does not match the model: missing {missing}, unexpected {unexpected}")
-        est.optimizer.load_state_dict(
-            torch.load(os.path.join(path, "optimizer.pt"), map_location=est.device, weights_only=True)
-        )
-        # load_state_dict restores the saved lr / weight decay into the param groups: a changed
-        # setting must win over it, or a resume would silently keep training at the old values.
-        est._set_optimizer_hyperparameters()
-        rng = torch.load(os.path.join(path, "rng.pt"), weights_only=True)
-        if est.device.type != "cuda" or rng.get("cuda") is None:
-            rng["cuda"] = est._rng_state.get("cuda")
-        est._rng_state = rng
-        est.num_updates = int(state["num_updates"])
-        est.num_optimizer_steps = int(state.get("num_optimizer_steps", state["num_updates"]))
-        est.num_skipped = int(state.get("num_skipped", 0))
-        if state["format_version"] >= 2:
-            replay_file = os.path.join(path, "replay.json")
-            replay = read_json(replay_file, "estimator label history")
-            try:
-                est._history.extend(_Labelled.from_json(entry) for entry in replay["entries"])
-                a, b = (float(v) for v in state["calibration"])
-            except (KeyError, TypeError, ValueError) as exc:
-                raise ValueError(
-                    f"{path}: malformed label history or calibration ({type(exc).__name__}: {exc})"
-                ) from None
-            if not (math.isfinite(a) and math.isfinite(b)):
-                raise ValueError(f"{path}/state.json: calibration {state['calibration']!r} is not finite")
-            if new.calibration != "none":
-                est.calibration = (a, b)
-        # A changed mode or window takes effect now, not one update late.
-        if new.calibration != "none" and (new.calibration, new.calibration_steps, new.calibration_prior) != (
-            saved.calibration,
-            saved.calibration_steps,
-            saved.calibration_prior,
-        ):
-            if est._history:
-                est._refit_calibration()
-        est.resumed_changes = applied
-        for change in applied:
-            logger.warning(f"estimator resumed from {path} with a changed setting: {change}")
-        return est
-
-    def _set_optimizer_hyperparameters(self) -> None:
-        cfg = self.config
-        groups = self.optimizer.param_groups
-        lrs = [cfg.lr * cfg.backbone_lr_scale, cfg.lr] if len(groups) == 2 else [cfg.lr]
-        for group, lr in zip(groups, lrs):
-            group["lr"] = lr
-            group["weight_decay"] = cfg.weight_decay
+        return load(cls, path, config=config, device=device, dtype=dtype)
