@@ -367,7 +367,7 @@ class DepoSelector(FilterSelector):
 
 
 # ----------------------------------------------------------------------------- DEPO variants
-# The paper's estimator and filter (authors' launcher values, notes/paper.md); every variant is
+# The paper's estimator and filter (authors' launcher values, docs/depo.md "Launchers"); every variant is
 # "paper + these overrides". Keys prefixed "filter." go to FilterConfig, the rest to
 # EstimatorConfig. "defaults" is read from depo_trainer.yaml, so it is what a user gets.
 # Every field of the authors' estimator, so a later change of the shipped defaults cannot leak

@@ -301,11 +301,6 @@ def normalize(answer: str) -> str:
 # ---------------------------------------------------------------- comparison
 
 
-def answers_match(pred: str, reference: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> bool:
-    """Equality of two final answers: exact for plain numbers, math-verify (bounded) otherwise."""
-    return _match(pred, reference, timeout_s) == "correct"
-
-
 def _best_verdict(pred: str, references: list[str], timeout_s: float) -> str:
     """Any reference matching wins. The in-process checks run on every reference first; math-verify
     then shares one ``timeout_s`` across the references left, so that a response costs one deadline

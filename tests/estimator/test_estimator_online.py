@@ -56,15 +56,6 @@ def test_cuda_device_without_gpu_names_device(tiny_encoder):
         make(tiny_encoder, device="cuda")
 
 
-def test_predict_with_confidence(tiny_encoder):
-    est = make(tiny_encoder)
-    est.update(PROMPTS, MEAN_K, LOGPROB)
-    score, confidence = est.predict_with_confidence(PROMPTS)
-    assert score.dtype == confidence.dtype == np.float32
-    assert np.array_equal(score, est.predict(PROMPTS))
-    assert confidence.shape == (len(PROMPTS),) and not np.array_equal(confidence, score)
-
-
 def test_bfloat16_on_cpu_names_dtype(tiny_encoder):
     with pytest.raises(ValueError, match="dtype"):
         make(tiny_encoder, dtype="bfloat16", device="cpu")

@@ -135,7 +135,7 @@ def test_calibration_is_refit_on_the_latest_calls_after_the_update(tiny_encoder,
     assert m["calib_mae"] >= 0 and (m["calib_a"], m["calib_b"]) == est.calibration
     est.update(OTHER, OTHER_K, OTHER_LP)
     both = PROMPTS + OTHER
-    raw = est._predict_logits(both)[0]
+    raw = est._predict_logits(both)
     expected = fit_calibration(raw, np.concatenate([MEAN_K, OTHER_K]), mode, 2.0)
     assert est.calibration == pytest.approx(expected, abs=1e-9)
     if mode == "bias":
@@ -212,7 +212,7 @@ def test_resume_turning_calibration_on_fits_it_from_the_saved_labels(tiny_encode
     path = est.save(str(tmp_path / "ckpt"))
     new = {**est.config.to_dict(), "calibration": "bias"}
     resumed = OnlineEstimator.load(path, config=new)
-    expected = fit_calibration(resumed._predict_logits(PROMPTS)[0], MEAN_K, "bias", 1.0)
+    expected = fit_calibration(resumed._predict_logits(PROMPTS), MEAN_K, "bias", 1.0)
     assert resumed.calibration == pytest.approx(expected) and resumed.calibration != (1.0, 0.0)
 
 

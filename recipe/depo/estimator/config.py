@@ -23,7 +23,7 @@ PLACEMENTS = ("colocated", "separate", "cpu")
 @dataclass
 class EstimatorConfig(BaseConfig):
     """Settings of the estimator. The defaults are the ones ``depo_trainer.yaml`` ships (one source
-    of each default): the authors' launcher values (notes/paper.md) except where
+    of each default): the authors' launcher values (docs/depo.md, "Launchers") except where
     ``benchmarks/selection_sim.py`` measured better ones (``PAPER_ESTIMATOR`` lists the authors'
     values; ``EstimatorConfig.paper()`` builds their estimator; docs/estimator.md has the table)."""
 
@@ -131,8 +131,8 @@ class EstimatorConfig(BaseConfig):
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
 
-# Where the shipped defaults differ from the authors' estimator, the authors' values (paper.md,
-# their 7B launcher); every other field's default already is theirs.
+# Where the shipped defaults differ from the authors' estimator, the authors' values (their 7B
+# launcher, listed in docs/depo.md); every other field's default already is theirs.
 PAPER_ESTIMATOR: dict[str, Any] = {"lr": 2e-4, "updates_per_step": 1, "replay_steps": 1, "calibration": "none"}
 
 

@@ -274,30 +274,22 @@ class OnlineEstimator:
     def predict(self, prompts: list[str]) -> np.ndarray:
         """Predicted mean@k in [0, 1] per prompt (float32, input order); eval mode, no grad,
         through the calibration map (the identity unless ``calibration`` is on)."""
-        return apply_calibration(self._predict_logits(prompts)[0], *self.calibration)
+        return apply_calibration(self._predict_logits(prompts), *self.calibration)
 
     @torch.no_grad()
-    def predict_with_confidence(self, prompts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """(predicted mean@k, predicted actor confidence), both float32 probabilities."""
-        score, distill = self._predict_logits(prompts)
-        return apply_calibration(score, *self.calibration), torch.sigmoid(torch.from_numpy(distill)).numpy()
-
-    @torch.no_grad()
-    def _predict_logits(self, prompts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Raw (uncalibrated) score and distill logits, eval mode, input order."""
+    def _predict_logits(self, prompts: list[str]) -> np.ndarray:
+        """Raw (uncalibrated) score logits, eval mode, input order: what ``predict`` maps through
+        the calibration, and what the calibration is fitted on."""
         prompts = _check_prompts(prompts)
         was_training = self.model.training
         self.model.eval()
         score = torch.empty(len(prompts), dtype=torch.float32)
-        distill = torch.empty(len(prompts), dtype=torch.float32)
         try:
             for idx, ids, mask in self._batches(self._tokenize(prompts), self.config.predict_batch_size):
-                s, d = self._forward(ids, mask)
-                score[idx] = s.cpu()
-                distill[idx] = d.cpu()
+                score[idx] = self._forward(ids, mask)[0].cpu()
         finally:
             self.model.train(was_training)
-        return score.numpy(), distill.numpy()
+        return score.numpy()
 
     def update(self, prompts: list[str], mean_k: Any, avg_logprob: Any = None) -> dict[str, float]:
         """Learn from one RL step's labels; returns metrics.
@@ -505,8 +497,8 @@ class OnlineEstimator:
         entries = list(self._history)[-cfg.calibration_steps :]
         prompts = [p for e in entries for p in e.prompts]
         labels = np.concatenate([e.mean_k for e in entries])
-        score_logits = self._predict_logits(prompts)[0]
-        self.calibration = fit_calibration(score_logits, labels, cfg.calibration, cfg.calibration_prior)
+        logits = self._predict_logits(prompts)
+        self.calibration = fit_calibration(logits, labels, cfg.calibration, cfg.calibration_prior)
 
     # ------------------------------------------------------------------ checkpointing
     def save(self, path: str) -> str:
