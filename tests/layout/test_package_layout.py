@@ -50,3 +50,55 @@ def test_the_estimator_text_imports_with_data_prep_blocked():
     )
     run = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
+
+
+SIDE_PRODUCTS = ("router", "evaluate", "report", "cpu", "demo")
+
+
+def core_modules() -> dict[str, set[str]]:
+    return {f: m for f, m in modules_under(RECIPE, skip=SIDE_PRODUCTS).items() if not f.endswith("extras.py")}
+
+
+def test_training_core_imports_no_side_product_nor_its_dependencies():
+    from recipe.depo.extras import EXTRAS
+
+    side_modules = {module for deps in EXTRAS.values() for module in deps.values()}
+    side_packages = {f"recipe.depo.{name}" for name in SIDE_PRODUCTS}
+    offenders = {}
+    for file, mods in core_modules().items():
+        bad = sorted(
+            m
+            for m in mods
+            if m.split(".")[0] in side_modules or any(m == p or m.startswith(p + ".") for p in side_packages)
+        )
+        if bad:
+            offenders[file] = bad
+    assert not offenders
+    assert "recipe/depo/trainer.py" in core_modules() and "recipe/depo/estimator/online.py" in core_modules()
+
+
+def test_side_products_dependencies_are_declared_where_they_are_imported():
+    # Each extra's modules are imported by its side product, and by nothing outside the side products.
+    from recipe.depo.extras import EXTRAS
+
+    imported = modules_under(RECIPE)
+    for extra, deps in EXTRAS.items():
+        users = {f for f, mods in imported.items() for m in mods if m.split(".")[0] in deps.values()}
+        assert users and all(f.startswith(f"recipe/depo/{extra}/") for f in users), (extra, sorted(users))
+
+
+def test_a_side_product_without_its_extra_says_what_to_install_in_one_line(tmp_path):
+    # matplotlib made unimportable, as on a training-only install
+    code = (
+        "import sys, runpy; sys.modules['matplotlib'] = None\n"
+        f"sys.argv = ['report', '--runs', 'A={tmp_path}', '--output', '{tmp_path / 'out'}']\n"
+        "runpy.run_module('recipe.depo.report', run_name='__main__')\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert run.returncode != 0
+    lines = run.stderr.strip().splitlines()
+    assert lines == [
+        "depo: python -m recipe.depo.report needs the 'report' extra (matplotlib not installed): "
+        "pip install 'depo-verl[report]'"
+    ], run.stderr[-2000:]
+    assert not (tmp_path / "out").exists()

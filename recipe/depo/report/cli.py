@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from recipe.depo.extras import require
 from recipe.depo.fsutil import write_text_atomic
 from recipe.depo.report.plots import draw
 from recipe.depo.report.render import markdown
@@ -66,6 +67,7 @@ def build(
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    require("report", "python -m recipe.depo.report")
     try:
         _, text = build(parse_runs(args.runs), Path(args.output), args.gpus_per_run, args.skip_steps)
     except ReportError as exc:

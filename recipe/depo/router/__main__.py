@@ -8,6 +8,9 @@ from collections.abc import Sequence
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["serve"]:
+        from recipe.depo.extras import require
+
+        require("router", "python -m recipe.depo.router serve")
         from recipe.depo.router.serve import main as serve
 
         return serve(argv[1:])
