@@ -143,8 +143,8 @@ def test_variants_parse_and_defaults_come_from_the_yaml(sim):
         sim.variant_settings("nonsense")
 
 
-@pytest.mark.slow
 def test_benchmark_runs_end_to_end_on_a_small_setting(sim, tmp_path):
+    # ~15 s on 2 cores: in the default suite (it was slow-only, so a break would go unseen)
     out = tmp_path / "sim.json"
     png = tmp_path / "sim.png"
     args = ["--steps", "24", "--warmup", "6", "--batch", "16", "--pool-size", "400", "--workloads", "even,easy"]

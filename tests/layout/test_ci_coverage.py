@@ -1,0 +1,82 @@
+"""CI that catches rot: every slow test runs in .ci/run or has a fast counterpart in the default
+suite that fails on the same breakage (read from the test sources and .ci/run, nothing is run)."""
+
+import ast
+import re
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+# slow test -> the default-suite tests that fail on what would break it, and why that is enough.
+FAST_COUNTERPARTS = {
+    # The 11 Table 1 launchers .ci/run does not train: each is the 7B DEPO launcher (trained for two
+    # steps in the default suite) or one of the two .ci/run trains, with other knobs (model size,
+    # data file, estimator loss weights, DEPO off without dynamic sampling); the compose test builds
+    # every launcher's full hydra config and runs DEPO's and verl's start-up checks on it.
+    "tests/e2e/test_gpu_launchers_on_cpu.py::test_gpu_launcher_two_steps_on_cpu": [
+        "tests/e2e/test_gpu_launchers_on_cpu.py::test_gpu_launcher_two_steps_on_cpu",  # [run_depo_qwen7b.sh]
+        "tests/trainer/test_depo_launchers.py::test_launcher_overrides_compose_and_validate",
+    ],
+}
+
+
+def ci_slow_entries() -> list[str]:
+    text = (REPO / ".ci" / "run").read_text()
+    block = re.search(r"^CI_SLOW=\((.*?)^\)", text, re.S | re.M)
+    assert block, ".ci/run has no CI_SLOW=( ... ) list"
+    assert 'pytest -q -m slow "${CI_SLOW[@]}"' in text
+    return [line.strip().strip('"') for line in block.group(1).splitlines() if line.strip()]
+
+
+def _is_slow_mark(node: ast.AST) -> bool:
+    return isinstance(node, ast.Attribute) and node.attr == "slow" and "mark" in ast.unparse(node)
+
+
+def slow_tests() -> set[str]:
+    """``file::function`` of every test carrying the slow mark (on itself, its module or some of its
+    parameters)."""
+    found = set()
+    for path in sorted((REPO / "tests").rglob("test_*.py")):
+        tree = ast.parse(path.read_text())
+        file_slow = any(
+            isinstance(n, ast.Assign)
+            and any(getattr(t, "id", "") == "pytestmark" for t in n.targets)
+            and any(_is_slow_mark(x) for x in ast.walk(n.value))
+            for n in tree.body
+        )
+        for node in tree.body:
+            if not isinstance(node, ast.FunctionDef) or not node.name.startswith("test"):
+                continue
+            if file_slow or any(_is_slow_mark(x) for d in node.decorator_list for x in ast.walk(d)):
+                found.add(f"{path.relative_to(REPO)}::{node.name}")
+    return found
+
+
+def defined(test_id: str) -> bool:
+    file, _, name = test_id.partition("::")
+    path = REPO / file
+    if not path.is_file():
+        return False
+    if not name:
+        return True
+    name, _, param = name.partition("[")
+    names = {n.name for n in ast.parse(path.read_text()).body if isinstance(n, ast.FunctionDef)}
+    return name in names and (not param or (REPO / "examples" / param.rstrip("]")).is_file())
+
+
+def test_every_slow_test_runs_in_ci_or_has_a_fast_counterpart():
+    entries = ci_slow_entries()
+    missing = [e for e in entries if not defined(e)]
+    assert not missing, f".ci/run names tests that do not exist: {missing}"
+    slow = slow_tests()
+    assert slow, "no slow test found: the scan is broken"
+    uncovered = sorted(
+        test_id
+        for test_id in slow
+        if test_id.partition("::")[0] not in entries and test_id not in entries and test_id not in FAST_COUNTERPARTS
+    )
+    assert not uncovered, f"slow tests neither in .ci/run's CI_SLOW nor with a fast counterpart: {uncovered}"
+    for test_id, counterparts in FAST_COUNTERPARTS.items():
+        assert test_id in slow, f"{test_id} is not a slow test (any more): drop it from FAST_COUNTERPARTS"
+        for counterpart in counterparts:
+            assert defined(counterpart), f"fast counterpart {counterpart} of {test_id} does not exist"
