@@ -61,9 +61,8 @@ def custom_reward_function(config: DictConfig) -> tuple[str | None, Any]:
     none is set and verl's built-in scorer runs. verl moves the legacy top-level block under
     ``reward.*`` at run time, so it counts when ``reward.*`` has no path."""
     for key in ("reward.custom_reward_function", "custom_reward_function"):
-        spec = _get(config, key, None)
-        if spec is not None and spec.get("path"):
-            return key, spec
+        if _get(config, f"{key}.path", None):
+            return key, _get(config, key)
     return None, None
 
 
