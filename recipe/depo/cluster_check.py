@@ -63,6 +63,8 @@ def probe_node(plan: dict) -> list[tuple[str, str | None, str]]:
     for label, key in (("policy model", "model"), ("estimator backbone", "backbone")):
         if plan.get(key):
             lines.append(_probe_model(label, plan[key]))
+    if plan.get("data_files"):
+        lines.append(_probe_data(plan["data_files"]))
     for label, key in (("checkpoint dir", "ckpt_dir"), ("run dir", "run_dir")):
         if plan.get(key):
             lines.append(_probe_shared(label, plan[key], plan["token"]))
@@ -193,6 +195,14 @@ def _probe_model(label: str, name: str) -> tuple[str, str | None, str]:
             "",
         )
     return (label, None, f"{name} {where}; the hub is reachable, each worker downloads it at start")
+
+
+def _probe_data(files: list[str]) -> tuple[str, str | None, str]:
+    """verl's task runner, which reads the parquet files, may be placed on any node."""
+    missing = [f for f in files if not os.path.isfile(f)]
+    if missing:
+        return ("data files", f"{', '.join(missing)} not found on this node: put DATA_DIR on the shared filesystem", "")
+    return ("data files", None, f"{len(files)} parquet file(s) found")
 
 
 def _probe_shared(label: str, folder: str, token: str) -> tuple[str, str | None, str]:
@@ -371,6 +381,7 @@ def make_plan(config, device: str, require_vllm: bool) -> dict:
         "ckpt_dir": os.path.abspath(trainer.default_local_dir),
         "run_dir": os.path.abspath(run_dir) if run_dir else None,
         "wandb": "wandb" in list(loggers),
+        "data_files": _local_data_files(config),
         "gpu_memory_utilization": float(config.actor_rollout_ref.rollout.gpu_memory_utilization),
         "verl_version": _required_verl(),
         "depo_version": _import_version("recipe.depo"),
@@ -406,6 +417,22 @@ def make_plan(config, device: str, require_vllm: bool) -> dict:
     plan["estimator_gib"] = estimator * TRAIN_BYTES_PER_PARAM / GIB + ESTIMATOR_WORKSPACE_GIB
     plan["placement"] = settings.estimator.placement if settings.uses_estimator else None
     return plan
+
+
+def _local_data_files(config) -> list[str]:
+    files = []
+    for key in ("data.train_files", "data.val_files"):
+        value = _select(config, key)
+        for f in [value] if isinstance(value, str) else list(value or []):
+            if not str(f).startswith(("hdfs://", "s3://", "gs://", "http://", "https://")):
+                files.append(os.path.abspath(os.path.expanduser(str(f))))
+    return files
+
+
+def _select(config, key):
+    from omegaconf import OmegaConf
+
+    return OmegaConf.select(config, key, default=None)
 
 
 def _planned_saves(total_steps: int, save_freq: int) -> int:

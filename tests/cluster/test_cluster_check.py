@@ -76,6 +76,10 @@ def two_nodes(tmp_path_factory):
     node2_home.mkdir()
     shadow = root / "node2_pythonpath"
     shadow.mkdir()
+    data = root / "data"  # shared; only its presence on every node is checked
+    data.mkdir()
+    (data / "train.parquet").touch()
+    (data / "val.parquet").touch()
     head_home = root / "head_hf_home"
     _hub_cache(head_home, "depo-test/tiny-policy", _tiny_model(root / "tiny"))
 
@@ -116,6 +120,7 @@ def two_nodes(tmp_path_factory):
             "shadow": shadow,
             "root": root,
             "head_home": head_home,
+            "data": data,
         }
     finally:
         cluster.shutdown()
@@ -135,6 +140,8 @@ def _check(two_nodes, *overrides, env=None):
         f"depo.estimator.backbone={_encoder()}",
         "depo.estimator.placement=cpu",
         "trainer.logger=[console,file]",
+        f"data.train_files={two_nodes['data']}/train.parquet",
+        f"data.val_files={two_nodes['data']}/val.parquet",
         *overrides,
     ]
     full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
@@ -164,7 +171,7 @@ def test_cluster_check_all_green_then_three_problems_on_the_second_node(two_node
     assert lines[-1] == "cluster check: all ok on 2 node(s)"
     for node in ("head", "node2"):
         mine = _lines_of(lines, two_nodes[node])
-        assert len(mine) == 13 and all(": ok" in line for line in mine), "\n".join(lines)
+        assert len(mine) == 14 and all(": ok" in line for line in mine), "\n".join(lines)
 
     # the second node: math-verify broken there, the checkpoint folder is node-local there, and the
     # model is only in the head's HF cache (HF_HOME not forwarded)

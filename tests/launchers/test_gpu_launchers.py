@@ -392,3 +392,33 @@ def test_gpu_launcher_two_steps_on_cpu(launcher, tmp_path, vllm_python):
     )
     assert report.returncode == 0, report.stderr[-3000:]
     assert (tmp_path / "report" / "report.md").is_file()
+
+
+def test_the_gpu_extra_brings_flash_attn_and_vllm_at_verls_pin(monkeypatch):
+    """`depo-verl[gpu]` pulls verl's own vllm and fsdp extras, whose requirements (read from the
+    installed verl's metadata) include flash-attn, verl's default attention, and vLLM."""
+    import importlib.metadata
+    import runpy
+
+    import setuptools
+    from packaging.requirements import Requirement
+
+    captured = {}
+    monkeypatch.setattr(setuptools, "setup", lambda **kw: captured.update(kw))
+    runpy.run_path(str(REPO / "setup.py"))
+    (verl,) = [Requirement(r) for r in captured["extras_require"]["gpu"]]
+    pin = (REPO / "recipe" / "depo" / "REQUIRED_VERL.txt").read_text().strip()
+    assert verl.name == "verl" and str(verl.specifier) == pin and verl.specifier.contains("0.9.1")
+
+    requires = [Requirement(r) for r in importlib.metadata.requires("verl")]
+    names, todo, seen = set(), set(verl.extras), set()
+    while todo:
+        extra = todo.pop()
+        seen.add(extra)
+        for req in requires:
+            if req.marker is not None and req.marker.evaluate({"extra": extra}):
+                if req.name == "verl":
+                    todo |= set(req.extras) - seen
+                else:
+                    names.add(req.name)
+    assert {"flash-attn", "vllm", "torch"} <= names, sorted(names)
