@@ -376,6 +376,7 @@ def make_plan(config, device: str, require_vllm: bool) -> dict:
         "device": device,
         "require_vllm": require_vllm,
         "gpus_per_node": int(trainer.n_gpus_per_node),
+        "nnodes": int(trainer.nnodes),
         "model": config.actor_rollout_ref.model.path,
         "backbone": settings.estimator.backbone if settings.uses_estimator else None,
         "ckpt_dir": os.path.abspath(trainer.default_local_dir),
@@ -504,14 +505,20 @@ def _run_on_nodes(plan: dict, runtime_env: dict, address: str) -> list[tuple[str
         probe = ray.remote(num_cpus=0)(probe_node)
         cleanup = ray.remote(num_cpus=0)(_cleanup_markers)
         refs, labels = [], []
+        results = []
+        if plan["device"] == "cuda":
+            results.append(("cluster", [_gpu_nodes_line(plan, nodes)]))
         for node in nodes:
             node_id = node["NodeID"]
             node_plan = {**plan, "estimator_gpu": (node_id, 0) if plan.get("placement") == "colocated" else None}
+            if plan["device"] == "cuda" and not node.get("Resources", {}).get("GPU"):
+                # verl places no GPU worker there, but reward, agent-loop and task-runner processes
+                node_plan.update(device="cpu")
             strategy = NodeAffinitySchedulingStrategy(node_id, soft=False)
             refs.append(probe.options(scheduling_strategy=strategy).remote(node_plan))
             role = "driver's node" if node_id == here else "node"
+            role += "" if node_plan["device"] == plan["device"] else " (no GPU: CPU processes only)"
             labels.append((node_id, f"{role} {node['NodeManagerAddress']} {node_id[:8]}"))
-        results = []
         for (node_id, label), ref in zip(labels, refs):
             try:
                 lines = ray.get(ref, timeout=600)
@@ -532,6 +539,15 @@ def _run_on_nodes(plan: dict, runtime_env: dict, address: str) -> list[tuple[str
         return results
     finally:
         ray.shutdown()
+
+
+def _gpu_nodes_line(plan: dict, nodes: list[dict]) -> tuple[str, str | None, str]:
+    wanted, per_node = plan["nnodes"], plan["gpus_per_node"]
+    enough = [n for n in nodes if n.get("Resources", {}).get("GPU", 0) >= per_node]
+    detail = f"{len(enough)} node(s) with >= {per_node} GPUs in Ray, trainer.nnodes={wanted}"
+    if len(enough) < wanted:
+        return ("GPU nodes", f"{detail}: start Ray on every GPU node (ray start --address=...) with its GPUs", "")
+    return ("GPU nodes", None, detail)
 
 
 def _read_back(plan: dict, line: tuple, node_id: str) -> tuple:
@@ -609,6 +625,9 @@ def main(argv: list[str] | None = None) -> int:
     except DEPOConfigError as exc:
         for key, message in exc.problems:
             print(f"cluster check: invalid config: {key}: {message}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # hydra: an unknown key or a malformed override
+        print(f"cluster check: cannot compose the config: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
     address = _cluster_address(args.address)
     results = run_checks(plan, worker_runtime_env(config), address)

@@ -203,3 +203,74 @@ def test_cluster_check_all_green_then_three_problems_on_the_second_node(two_node
     # the check cleans up after itself, on both views of the folder
     assert not (two_nodes["local"] / "ckpt" / ".depo_cluster_check").exists()
     assert not (root / "node2_local" / "ckpt" / ".depo_cluster_check").exists()
+
+
+# ---- without Ray: the arithmetic and this machine alone ------------------------------------------
+
+PLAN_7B = {  # benchmarks/gpu_memory_plan.py's 7B row: 7.62 B parameters over 16 GPUs, DistilBERT
+    "gpu_memory_utilization": 0.8,
+    "actor_gib_per_gpu": 7.62e9 * 16 / 16 / 1024**3,
+    "estimator_gib": 66.4e6 * 16 / 1024**3 + 1.5,
+    "estimator_gpu": ("n1", 0),
+}
+
+
+def test_gpu_memory_fits_at_0_8_and_names_gpu_0_at_0_9():
+    from recipe.depo.cluster_check import gpu_memory_problems
+
+    eight_gpus = [(79.1, 79.6)] * 8
+    problems, tightest = gpu_memory_problems(PLAN_7B, eight_gpus, "n1")
+    assert problems == [] and tightest.startswith("tightest GPU 0: 76.3 GiB needed")
+    problems, _ = gpu_memory_problems({**PLAN_7B, "gpu_memory_utilization": 0.9}, eight_gpus, "n1")
+    assert len(problems) == 8 and problems[0].startswith("GPU 0: 84.2 GiB needed")
+    assert "+ estimator 3.5" in problems[0] and "+ estimator" not in problems[1]
+    assert "GPU_MEM_UTIL" in problems[0] and "EST_PLACEMENT" in problems[0]
+    # another node's GPU 0 holds no estimator; something else already on a GPU is seen in its free memory
+    problems, _ = gpu_memory_problems(PLAN_7B, [(79.1, 79.6), (70.0, 79.6)], "n2")
+    assert [p.split(":")[0] for p in problems] == ["GPU 1"]
+
+
+def test_gpu_nodes_counted_from_rays_resources():
+    from recipe.depo.cluster_check import _gpu_nodes_line
+
+    plan = {"nnodes": 2, "gpus_per_node": 8}
+    two = [{"Resources": {"GPU": 8.0}}, {"Resources": {"GPU": 8.0}}, {"Resources": {"CPU": 64.0}}]
+    assert _gpu_nodes_line(plan, two)[1] is None
+    problem = _gpu_nodes_line(plan, two[1:])[1]
+    assert problem.startswith("1 node(s) with >= 8 GPUs in Ray, trainer.nnodes=2")
+
+
+def _local(*overrides):
+    cmd = [sys.executable, "-m", "recipe.depo.cluster_check", "--device", "cpu", "--require-vllm", "false"]
+    cmd += ["--address", "local", f"depo.estimator.backbone={_encoder()}", "trainer.logger=[console]", *overrides]
+    proc = subprocess.run(
+        cmd, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=300
+    )
+    return proc.returncode, proc.stdout.splitlines(), proc.stderr
+
+
+def test_this_machine_alone_reports_a_missing_data_file_and_a_bad_override(tmp_path):
+    model = _tiny_model(tmp_path / "tiny")
+    (tmp_path / "train.parquet").touch()
+    rc, lines, err = _local(
+        f"actor_rollout_ref.model.path={model}",
+        f"data.train_files={tmp_path}/train.parquet",
+        f"data.val_files={tmp_path}/val.parquet",
+        f"trainer.default_local_dir={tmp_path}/ckpt",
+        f"hydra.run.dir={tmp_path}/run",
+        "trainer.total_training_steps=1000",
+        "trainer.save_freq=50",
+        "trainer.max_actor_ckpt_to_keep=2",
+    )
+    assert rc == 1, "\n".join(lines) + err[-2000:]
+    problems = [line for line in lines[:-1] if ": ok" not in line]
+    assert problems == [
+        f"[this machine (no Ray cluster running)] data files: {tmp_path}/val.parquet not found on this node: "
+        "put DATA_DIR on the shared filesystem"
+    ], "\n".join(lines)
+    disk = next(line for line in lines if "] disk:" in line)
+    assert "needed (2 x " in disk and "max_actor_ckpt_to_keep=2" in disk
+    assert not (tmp_path / "ckpt" / ".depo_cluster_check").exists()
+
+    rc, lines, err = _local("trainer.no_such_key=1")
+    assert rc == 2 and "cannot compose the config" in err and "trainer.no_such_key" in err
