@@ -47,8 +47,12 @@ setup(
         # ruff runs in CI before the tests (.ci/run; settings in ruff.toml). Pinned: its formatter's
         # output changes between releases, and `ruff format --check` must not fail on that alone.
         "test": ["pytest>=8", "pytest-timeout", "ruff==0.17.6"],
-        # GPU clusters: the inference engine verl 0.9.1 pairs with. Never install this on CPU.
-        "gpu": [f"verl[vllm]{VERL_PIN}"],
+        # GPU clusters: verl 0.9.1's vLLM extra (vllm 0.24.0, torch 2.11.0) and its fsdp extra, which
+        # brings flash-attn 2.8.3 (verl's default attention, flash_attention_2, and its fast log-prob
+        # path need it) matched to that torch. flash-attn builds against the installed torch, so
+        # install with --no-build-isolation after torch; CUDA 12 and 13 lines in docs/gpu.md.
+        # Never install this on CPU.
+        "gpu": [f"verl[vllm,fsdp]{VERL_PIN}"],
     },
     entry_points={
         # verl imports every `verl.plugins` entry point in every process; the module only

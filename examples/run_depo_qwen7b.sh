@@ -72,10 +72,21 @@ LOSS_AGG=${LOSS_AGG:-token-mean}
 OVERLONG_BUFFER=${OVERLONG_BUFFER:-4096}
 OVERLONG_PENALTY=${OVERLONG_PENALTY:-1.0}
 TEMPERATURE=${TEMPERATURE:-1.0}
-VAL_N=${VAL_N:-32}                     # Avg@32
 TOTAL_STEPS=${TOTAL_STEPS:-1000}
-TEST_FREQ=${TEST_FREQ:-50}
+# Validation during training is a progress signal, kept cheap: one sample per prompt on the five
+# sets (2,805 prompts) every 100 steps is 11 x 2,805 = 30,855 responses, 3% of training's
+# 1,000 x 128 x 8 (generation only, no actor update). Avg@32 every 50 steps was 1.88 M responses,
+# more than training itself, and filled 91% of TransferQueue. The paper's Avg@32 is measured on the
+# saved checkpoints afterwards: python -m recipe.depo.evaluate (docs/gpu.md).
+VAL_N=${VAL_N:-1}
+TEST_FREQ=${TEST_FREQ:-100}
 SAVE_FREQ=${SAVE_FREQ:-50}
+# Checkpoints kept (verl deletes older actor states; DEPO's depo/ folder goes with them). A 7B one
+# is ~91 GB (fp32 weights + Adam); 2 = the newest for resume plus one in case it is damaged.
+MAX_CKPT_TO_KEEP=${MAX_CKPT_TO_KEEP:-2}
+# Dual-clip bound for negative advantages: verl-recipe's DAPO launchers use 10.0 (verl's default is
+# 3.0); neither the paper nor the authors' launcher sets it, so we follow the DAPO recipe DEPO builds on.
+CLIP_RATIO_C=${CLIP_RATIO_C:-10.0}
 
 # ---- cluster ---------------------------------------------------------------------------------
 NNODES=${NNODES:-2}
@@ -86,8 +97,123 @@ ACTOR_TOKENS_PER_GPU=${ACTOR_TOKENS_PER_GPU:-$(( (MAX_PROMPT + MAX_RESPONSE) * 2
 INFER_TOKENS_PER_GPU=${INFER_TOKENS_PER_GPU:-$(( (MAX_PROMPT + MAX_RESPONSE) * 3 ))}
 PARAM_OFFLOAD=${PARAM_OFFLOAD:-false}
 OPTIM_OFFLOAD=${OPTIM_OFFLOAD:-false}
+# FSDP2: what every CPU run of these launchers exercises (FSDP1 needs an accelerator to start), and
+# verl's recommended strategy; no reason found for FSDP1 at this scale.
+STRATEGY=${STRATEGY:-fsdp2}
+# Head-node variables every Ray worker needs, forwarded through Ray's runtime environment (verl
+# forwards none of these; workers see the environment `ray start` had on their node). Secrets
+# (WANDB_API_KEY, HF_TOKEN) are not forwarded: they would be written into config.yaml; set them
+# on every node before `ray start`, or `wandb login` there. The cluster check verifies both.
+FORWARD_ENV=${FORWARD_ENV:-"HF_HOME HF_HUB_CACHE HF_HUB_OFFLINE TRANSFORMERS_OFFLINE HF_ENDPOINT WANDB_MODE WANDB_ENTITY WANDB_BASE_URL WANDB_DIR NCCL_SOCKET_IFNAME GLOO_SOCKET_IFNAME NCCL_IB_HCA"}
+# python -m recipe.depo.cluster_check runs first, on every node, with the same overrides
+# (docs/gpu.md); false skips it. CLUSTER_CHECK_ARGS: its own options (--device cpu on CPU).
+CLUSTER_CHECK=${CLUSTER_CHECK:-true}
+CLUSTER_CHECK_ARGS=${CLUSTER_CHECK_ARGS:-}
 PYTHON=${PYTHON:-python3}
 # ----------------------------------------------------------------------------------------------
+
+ARGS=(
+  hydra.run.dir="$RUN_DIR"
+  hydra.output_subdir=.
+  ++ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH="$RUN_DIR/metrics.jsonl"
+  depo.enable="$DEPO"
+  depo.filter.enable="$FILTER"
+  depo.filter.warmup_steps="$WARMUP_STEPS"
+  depo.filter.window="$WINDOW"
+  depo.filter.explore_rate="$EXPLORE_RATE"
+  depo.advantage_filter.mask_zero_adv_groups="$MASK_ZERO_ADV"
+  depo.estimator.backbone="$EST_BACKBONE"
+  depo.estimator.placement="$EST_PLACEMENT"
+  depo.estimator.lr="$EST_LR"
+  depo.estimator.backbone_lr_scale="$EST_BACKBONE_LR_SCALE"
+  depo.estimator.micro_batch_size="$EST_MICRO_BATCH"
+  depo.estimator.predict_batch_size="$EST_PREDICT_BATCH"
+  depo.estimator.max_length="$EST_MAX_LENGTH"
+  depo.estimator.w_distill="$W_DISTILL"
+  depo.estimator.w_ranking="$W_RANKING"
+  depo.estimator.ranking_threshold="$RANKING_THRESHOLD"
+  depo.estimator.ranking_margin="$RANKING_MARGIN"
+  depo.estimator.dtype="$EST_DTYPE"
+  depo.estimator.updates_per_step="$EST_UPDATES_PER_STEP"
+  depo.estimator.replay_steps="$EST_REPLAY_STEPS"
+  depo.estimator.calibration="$EST_CALIBRATION"
+  algorithm.adv_estimator="$ADV_ESTIMATOR"
+  algorithm.use_kl_in_reward=false
+  algorithm.filter_groups.enable="$DYNAMIC_SAMPLING"
+  algorithm.filter_groups.metric=acc
+  data.train_files="$TRAIN_FILE"
+  data.val_files="$VAL_FILES"
+  data.train_batch_size="$TRAIN_BATCH"
+  data.max_prompt_length="$MAX_PROMPT"
+  data.max_response_length="$MAX_RESPONSE"
+  data.filter_overlong_prompts=true
+  data.truncation=left
+  actor_rollout_ref.model.path="$MODEL"
+  actor_rollout_ref.model.use_remove_padding=true
+  actor_rollout_ref.model.enable_gradient_checkpointing=true
+  actor_rollout_ref.actor.optim.lr="$LR"
+  actor_rollout_ref.actor.optim.lr_warmup_steps="$LR_WARMUP_STEPS"
+  actor_rollout_ref.actor.optim.weight_decay="$WEIGHT_DECAY"
+  actor_rollout_ref.actor.ppo_mini_batch_size="$MINI_BATCH"
+  actor_rollout_ref.actor.use_dynamic_bsz=true
+  actor_rollout_ref.actor.ppo_max_token_len_per_gpu="$ACTOR_TOKENS_PER_GPU"
+  actor_rollout_ref.actor.loss_agg_mode="$LOSS_AGG"
+  actor_rollout_ref.actor.clip_ratio_low="$CLIP_LOW"
+  actor_rollout_ref.actor.clip_ratio_high="$CLIP_HIGH"
+  actor_rollout_ref.actor.clip_ratio_c="$CLIP_RATIO_C"
+  actor_rollout_ref.actor.strategy="$STRATEGY"
+  actor_rollout_ref.actor.fsdp_config.strategy="$STRATEGY"
+  actor_rollout_ref.ref.strategy="$STRATEGY"
+  critic.strategy="$STRATEGY"
+  actor_rollout_ref.actor.use_kl_loss=false
+  actor_rollout_ref.actor.kl_loss_coef=0.0
+  actor_rollout_ref.actor.entropy_coeff=0
+  actor_rollout_ref.actor.fsdp_config.param_offload="$PARAM_OFFLOAD"
+  actor_rollout_ref.actor.fsdp_config.optimizer_offload="$OPTIM_OFFLOAD"
+  actor_rollout_ref.rollout.name=vllm
+  actor_rollout_ref.rollout.n="$N"
+  actor_rollout_ref.rollout.temperature="$TEMPERATURE"
+  actor_rollout_ref.rollout.tensor_model_parallel_size="$TP"
+  actor_rollout_ref.rollout.gpu_memory_utilization="$GPU_MEM_UTIL"
+  actor_rollout_ref.rollout.log_prob_use_dynamic_bsz=true
+  actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu="$INFER_TOKENS_PER_GPU"
+  actor_rollout_ref.rollout.max_num_batched_tokens="$(( MAX_PROMPT + MAX_RESPONSE ))"
+  actor_rollout_ref.rollout.val_kwargs.n="$VAL_N"
+  actor_rollout_ref.rollout.val_kwargs.do_sample=true
+  actor_rollout_ref.rollout.val_kwargs.temperature="$TEMPERATURE"
+  reward.custom_reward_function.path=pkg://recipe.depo.reward
+  reward.custom_reward_function.name=compute_score
+  reward.reward_manager.name=dapo
+  +reward.reward_kwargs.max_resp_len="$MAX_RESPONSE"
+  +reward.reward_kwargs.overlong_buffer_cfg.enable=true
+  +reward.reward_kwargs.overlong_buffer_cfg.len="$OVERLONG_BUFFER"
+  +reward.reward_kwargs.overlong_buffer_cfg.penalty_factor="$OVERLONG_PENALTY"
+  +reward.reward_kwargs.overlong_buffer_cfg.log=false
+  trainer.logger="$LOGGERS"
+  trainer.project_name="$PROJECT"
+  trainer.experiment_name="$EXPERIMENT"
+  trainer.nnodes="$NNODES"
+  trainer.n_gpus_per_node="$GPUS_PER_NODE"
+  trainer.total_training_steps="$TOTAL_STEPS"
+  trainer.total_epochs=100
+  trainer.val_before_train=true
+  trainer.test_freq="$TEST_FREQ"
+  trainer.save_freq="$SAVE_FREQ"
+  trainer.max_actor_ckpt_to_keep="$MAX_CKPT_TO_KEEP"
+  trainer.resume_mode=auto
+  trainer.default_local_dir="$CKPT_DIR"
+)
+for name in $FORWARD_ENV; do
+  if [[ -n "${!name:-}" ]]; then
+    value=${!name//\\/\\\\}
+    ARGS+=("++ray_kwargs.ray_init.runtime_env.env_vars.$name='${value//\'/\\\'}'")  # quoted: Ray wants strings
+  fi
+done
+
+if [[ "$CLUSTER_CHECK" == true ]]; then
+  # shellcheck disable=SC2086  # CLUSTER_CHECK_ARGS is a list of options
+  $PYTHON -m recipe.depo.cluster_check $CLUSTER_CHECK_ARGS "${ARGS[@]}" "$@"
+fi
 
 mkdir -p "$RUN_DIR"
 # verl's file logger truncates its file when a run starts: keep a resumed run's earlier steps as
@@ -96,88 +222,4 @@ if [[ -s "$RUN_DIR/metrics.jsonl" ]]; then
   mv "$RUN_DIR/metrics.jsonl" "$RUN_DIR/metrics.$(date +%s).jsonl"
 fi
 
-$PYTHON -m recipe.depo.main_depo \
-  hydra.run.dir="$RUN_DIR" \
-  hydra.output_subdir=. \
-  ++ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH="$RUN_DIR/metrics.jsonl" \
-  depo.enable="$DEPO" \
-  depo.filter.enable="$FILTER" \
-  depo.filter.warmup_steps="$WARMUP_STEPS" \
-  depo.filter.window="$WINDOW" \
-  depo.filter.explore_rate="$EXPLORE_RATE" \
-  depo.advantage_filter.mask_zero_adv_groups="$MASK_ZERO_ADV" \
-  depo.estimator.backbone="$EST_BACKBONE" \
-  depo.estimator.placement="$EST_PLACEMENT" \
-  depo.estimator.lr="$EST_LR" \
-  depo.estimator.backbone_lr_scale="$EST_BACKBONE_LR_SCALE" \
-  depo.estimator.micro_batch_size="$EST_MICRO_BATCH" \
-  depo.estimator.predict_batch_size="$EST_PREDICT_BATCH" \
-  depo.estimator.max_length="$EST_MAX_LENGTH" \
-  depo.estimator.w_distill="$W_DISTILL" \
-  depo.estimator.w_ranking="$W_RANKING" \
-  depo.estimator.ranking_threshold="$RANKING_THRESHOLD" \
-  depo.estimator.ranking_margin="$RANKING_MARGIN" \
-  depo.estimator.dtype="$EST_DTYPE" \
-  depo.estimator.updates_per_step="$EST_UPDATES_PER_STEP" \
-  depo.estimator.replay_steps="$EST_REPLAY_STEPS" \
-  depo.estimator.calibration="$EST_CALIBRATION" \
-  algorithm.adv_estimator="$ADV_ESTIMATOR" \
-  algorithm.use_kl_in_reward=false \
-  algorithm.filter_groups.enable="$DYNAMIC_SAMPLING" \
-  algorithm.filter_groups.metric=acc \
-  data.train_files="$TRAIN_FILE" \
-  data.val_files="$VAL_FILES" \
-  data.train_batch_size="$TRAIN_BATCH" \
-  data.max_prompt_length="$MAX_PROMPT" \
-  data.max_response_length="$MAX_RESPONSE" \
-  data.filter_overlong_prompts=true \
-  data.truncation=left \
-  actor_rollout_ref.model.path="$MODEL" \
-  actor_rollout_ref.model.use_remove_padding=true \
-  actor_rollout_ref.model.enable_gradient_checkpointing=true \
-  actor_rollout_ref.actor.optim.lr="$LR" \
-  actor_rollout_ref.actor.optim.lr_warmup_steps="$LR_WARMUP_STEPS" \
-  actor_rollout_ref.actor.optim.weight_decay="$WEIGHT_DECAY" \
-  actor_rollout_ref.actor.ppo_mini_batch_size="$MINI_BATCH" \
-  actor_rollout_ref.actor.use_dynamic_bsz=true \
-  actor_rollout_ref.actor.ppo_max_token_len_per_gpu="$ACTOR_TOKENS_PER_GPU" \
-  actor_rollout_ref.actor.loss_agg_mode="$LOSS_AGG" \
-  actor_rollout_ref.actor.clip_ratio_low="$CLIP_LOW" \
-  actor_rollout_ref.actor.clip_ratio_high="$CLIP_HIGH" \
-  actor_rollout_ref.actor.use_kl_loss=false \
-  actor_rollout_ref.actor.kl_loss_coef=0.0 \
-  actor_rollout_ref.actor.entropy_coeff=0 \
-  actor_rollout_ref.actor.fsdp_config.param_offload="$PARAM_OFFLOAD" \
-  actor_rollout_ref.actor.fsdp_config.optimizer_offload="$OPTIM_OFFLOAD" \
-  actor_rollout_ref.rollout.name=vllm \
-  actor_rollout_ref.rollout.n="$N" \
-  actor_rollout_ref.rollout.temperature="$TEMPERATURE" \
-  actor_rollout_ref.rollout.tensor_model_parallel_size="$TP" \
-  actor_rollout_ref.rollout.gpu_memory_utilization="$GPU_MEM_UTIL" \
-  actor_rollout_ref.rollout.log_prob_use_dynamic_bsz=true \
-  actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu="$INFER_TOKENS_PER_GPU" \
-  actor_rollout_ref.rollout.max_num_batched_tokens="$(( MAX_PROMPT + MAX_RESPONSE ))" \
-  actor_rollout_ref.rollout.val_kwargs.n="$VAL_N" \
-  actor_rollout_ref.rollout.val_kwargs.do_sample=true \
-  actor_rollout_ref.rollout.val_kwargs.temperature="$TEMPERATURE" \
-  reward.custom_reward_function.path=pkg://recipe.depo.reward \
-  reward.custom_reward_function.name=compute_score \
-  reward.reward_manager.name=dapo \
-  +reward.reward_kwargs.max_resp_len="$MAX_RESPONSE" \
-  +reward.reward_kwargs.overlong_buffer_cfg.enable=true \
-  +reward.reward_kwargs.overlong_buffer_cfg.len="$OVERLONG_BUFFER" \
-  +reward.reward_kwargs.overlong_buffer_cfg.penalty_factor="$OVERLONG_PENALTY" \
-  +reward.reward_kwargs.overlong_buffer_cfg.log=false \
-  trainer.logger="$LOGGERS" \
-  trainer.project_name="$PROJECT" \
-  trainer.experiment_name="$EXPERIMENT" \
-  trainer.nnodes="$NNODES" \
-  trainer.n_gpus_per_node="$GPUS_PER_NODE" \
-  trainer.total_training_steps="$TOTAL_STEPS" \
-  trainer.total_epochs=100 \
-  trainer.val_before_train=true \
-  trainer.test_freq="$TEST_FREQ" \
-  trainer.save_freq="$SAVE_FREQ" \
-  trainer.resume_mode=auto \
-  trainer.default_local_dir="$CKPT_DIR" \
-  "$@"
+$PYTHON -m recipe.depo.main_depo "${ARGS[@]}" "$@"

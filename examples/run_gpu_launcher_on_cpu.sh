@@ -15,6 +15,7 @@
 #   TOTAL_STEPS                 two steps
 #   +config=cpu_vllm            device/backend settings: fp32 (no fast bf16 here), sdpa attention,
 #                               FSDP2, gloo, no sleep mode, eager vLLM (recipe/depo/config/cpu_vllm.yaml)
+#   CLUSTER_CHECK_ARGS          --device cpu: the cluster check expects no CUDA, flash-attn or GPU memory
 #   RUN_DIR=OUT_DIR             the run directory (config.yaml, metrics.jsonl; recipe.depo.report reads it),
 #                               checkpoints under OUT_DIR/checkpoints; wandb runs offline into OUT_DIR
 set -euo pipefail
@@ -38,6 +39,7 @@ export EST_MAX_LENGTH=${EST_MAX_LENGTH:-64}
 export TRAIN_BATCH=${TRAIN_BATCH:-8} N=${N:-4} MINI_BATCH=${MINI_BATCH:-4} VAL_N=${VAL_N:-2}
 export EST_MICRO_BATCH=${EST_MICRO_BATCH:-8} EST_PREDICT_BATCH=${EST_PREDICT_BATCH:-16}
 export NNODES=1 GPUS_PER_NODE=1 TP=1
+export CLUSTER_CHECK_ARGS=${CLUSTER_CHECK_ARGS:---device cpu}
 # ---------------------------------------------------------------------------------------------------
 
 cd "$REPO_DIR"

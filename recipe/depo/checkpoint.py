@@ -61,7 +61,14 @@ def save(config: DictConfig, step: int, intake: PromptIntake, estimator: Estimat
     tmp = os.path.join(folder, f".{STATE_DIR}.tmp-{uuid.uuid4().hex[:8]}")
     os.makedirs(tmp)
     try:
-        estimator.save(os.path.abspath(os.path.join(tmp, "estimator")))
+        written = estimator.save(os.path.abspath(os.path.join(tmp, "estimator")))
+        if not os.path.isdir(written):
+            # the worker wrote it on its own node; without a shared filesystem it is not here
+            raise RuntimeError(
+                f"the estimator worker saved its state to {written}, which this process (the trainer, "
+                f"on another node) cannot see: {config.trainer.default_local_dir} must be on a filesystem "
+                "shared by all nodes (python -m recipe.depo.cluster_check finds this before a run)"
+            )
         torch.save(intake.carried_rows(), os.path.join(tmp, "carry_rows.pt"))
         state = {"format_version": STATE_FORMAT_VERSION, "global_steps": step, **intake.state_dict()}
         with open(os.path.join(tmp, "state.json"), "w") as f:
@@ -71,6 +78,31 @@ def save(config: DictConfig, step: int, intake: PromptIntake, estimator: Estimat
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
+
+
+def prune(config: DictConfig) -> list[str]:
+    """Remove ``depo/`` from the step folders whose actor state verl has deleted.
+
+    verl keeps ``trainer.max_actor_ckpt_to_keep`` actor checkpoints and deletes only their
+    ``actor/`` folders; DEPO's state (the estimator's weights and Adam state, ~0.8 GB for
+    DistilBERT) follows the same retention. A step folder that still has its actor keeps its
+    ``depo/`` (verl leaves the checkpoints of an earlier run alone after a resume, and so does this).
+    """
+    root = config.trainer.default_local_dir
+    removed = []
+    if not os.path.isdir(root):
+        return removed
+    for name in os.listdir(root):
+        folder = os.path.join(root, name)
+        state = os.path.join(folder, STATE_DIR)
+        if (
+            name.startswith("global_step_")
+            and os.path.isdir(state)
+            and not os.path.isdir(os.path.join(folder, "actor"))
+        ):
+            shutil.rmtree(state, ignore_errors=True)
+            removed.append(state)
+    return sorted(removed)
 
 
 def locate(config: DictConfig, require_state: bool) -> str | None:

@@ -115,6 +115,9 @@ class DEPOTrainer(PPOTrainerSync):
         if self.intake is not None:
             checkpoint.save(self.config, self.global_steps, self.intake, self.estimator)
         super()._save_checkpoint()
+        if self.intake is not None:
+            for state in checkpoint.prune(self.config):
+                logger.info(f"removed {state}: verl removed that step's actor (trainer.max_actor_ckpt_to_keep)")
 
     def _load_checkpoint(self):
         super()._load_checkpoint()

@@ -12,6 +12,7 @@ numpy arrays (Ray ships numpy buffers without pickling element by element).
 from __future__ import annotations
 
 import numpy as np
+import torch
 from verl.single_controller.base import Worker
 from verl.single_controller.base.decorator import Dispatch, register
 
@@ -64,8 +65,24 @@ class DifficultyEstimatorWorker(Worker):
 
     @register(dispatch_mode=Dispatch.ONE_TO_ALL)
     def update(self, prompts: list[str], mean_k: np.ndarray, avg_logprob: np.ndarray | None = None) -> dict:
-        return self._require().update(prompts, mean_k, avg_logprob)
+        est = self._require()
+        try:
+            return est.update(prompts, mean_k, avg_logprob)
+        finally:
+            release_cached_memory(est.device)
 
     @register(dispatch_mode=Dispatch.ONE_TO_ALL)
     def save_checkpoint(self, path: str) -> str:
         return self._require().save(path)
+
+
+def release_cached_memory(device: torch.device) -> None:
+    """Hand the update's activation and gradient blocks back to the GPU.
+
+    Colocated, the estimator shares GPU 0 with an actor and a vLLM server; PyTorch's caching
+    allocator would otherwise keep the update's peak (~1-2 GB for DistilBERT at micro-batch 8 x 512
+    tokens) reserved while vLLM wakes up and claims its gpu_memory_utilization share. The weights
+    and Adam's state stay allocated: they are needed at the next step.
+    """
+    if torch.device(device).type == "cuda":
+        torch.cuda.empty_cache()
