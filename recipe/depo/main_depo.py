@@ -16,6 +16,7 @@ import hydra
 import ray
 from omegaconf import DictConfig
 
+from recipe.depo.estimator.cost import warn_if_slow
 from recipe.depo.preflight import PreflightError, check_training_start
 from recipe.depo.validation import DEPOConfigError, validate
 
@@ -74,6 +75,7 @@ def run_depo(config: DictConfig) -> None:
 def main(config: DictConfig) -> None:
     try:
         validate(config)
+        warn_if_slow(config)  # one line when the estimator would cost over 10% of a step
         check_training_start(config)
     except DEPOConfigError as exc:
         # A config mistake is the user's to fix: one line per problem naming its key, no traceback.
