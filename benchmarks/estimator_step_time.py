@@ -72,6 +72,7 @@ def main(argv=None) -> int:
     parser.add_argument("--scanned", default="256,1024", help="prompts scored per step (comma list)")
     parser.add_argument("--batch", type=int, default=128, help="labelled prompts per step")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps first (0 on a busy CPU saves a step)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (0: torch's default)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--prompts", default="realistic", choices=["realistic", "sim"], help="prompt lengths")
@@ -110,7 +111,8 @@ def main(argv=None) -> int:
                 for scanned in scanned_list:
                     est = OnlineEstimator(cfg)
                     rng = np.random.default_rng(0)
-                    time_step(est, texts, scanned, args.batch, rng)  # warm-up
+                    for _ in range(args.warmup):
+                        time_step(est, texts, scanned, args.batch, rng)
                     runs = [time_step(est, texts, scanned, args.batch, rng) for _ in range(args.repeats)]
                     predict_s = statistics.median(r[0] for r in runs)
                     update_s = statistics.median(r[1] for r in runs)
