@@ -14,7 +14,7 @@ distribution ``benchmarks/prompt_lengths.py`` states (DAPO-Math-17K problems, me
 printed with the table, measured with each encoder's own tokenizer); ``sim`` uses the selection
 benchmark's generated problems (benchmarks/selection_sim.py), about 16 tokens each, which
 understate the cost of real prompts several times. Each number is the median over ``--repeats``
-steps after one warm-up step; labels are random.
+steps after ``--warmup`` untimed steps (default 1); labels are random.
 """
 
 from __future__ import annotations
