@@ -18,7 +18,7 @@ A forward costs ``layers x (8 h^2 + 4 h ff + 4 L h)`` per token (the four attent
 the feed-forward pair, scores and weighted sum) at ``L`` tokens per prompt, times 2 for multiply
 and add counted as two, plus 15% padding (prompts are batched by length). Divided by an effective
 throughput: ``CPU_FLOPS`` measured here (``benchmarks/estimator_step_time.py``, all-MiniLM-L6-v2,
-one thread), ``GPU_FLOPS`` assumed (not measured in this project: ``benchmarks/gpu_check.py``
+one thread, see below), ``GPU_FLOPS`` assumed (not measured in this project: ``benchmarks/gpu_check.py``
 measures it on a GPU). "A step" is ``depo.estimator.expected_step_seconds``: by default the
 paper's DEPO step, 125.65 s (Table 2: 7B policy, 16 GPUs), because a start-up check cannot know
 the policy's rollout time before it has run one; set it to the run's own step time (0 turns the
@@ -39,10 +39,11 @@ logger = logging.getLogger(__name__)
 PAPER_STEP_S = 125.65
 WARN_SHARE = 0.10
 # Effective encoder throughput, floating-point operations per second. CPU: all-MiniLM-L6-v2 on one
-# thread of the development machine (AMD EPYC), predict + update of benchmarks/estimator_step_time.py
-# at realistic prompt lengths (docs/estimator.md); a Ray CPU actor may get more threads, so this
-# errs slow. GPU: an assumption (fp32, small batches, ~half of an A100's 19.5 TFLOP/s), not a
-# measurement.
+# thread of the development machine (AMD EPYC): a predict of 64 realistic-length prompts
+# (benchmarks/estimator_step_time.py --models minilm --configs paper --scanned 64 --batch 16) did
+# ~0.73 TFLOP by this count in 8.9 s, ~8e10/s; rounded down for the padding and overhead the
+# count leaves out. A Ray CPU actor may get more threads. GPU: an assumption (fp32, small batches,
+# ~half of an A100's 19.5 TFLOP/s), not a measurement.
 CPU_FLOPS = 6.0e10
 GPU_FLOPS = 1.0e13
 PADDING = 1.15
