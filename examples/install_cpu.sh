@@ -10,6 +10,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
+# A distribution's Python (PEP 668) refuses pip installs: then all goes into a venv in the checkout
+source examples/python_env.sh
+PYTHON=$(depo_install_python "$PYTHON" "${DEPO_VENV:-$PWD/.venv}") || exit 2
 WITH_VLLM=0
 for arg in "$@"; do
   case "$arg" in

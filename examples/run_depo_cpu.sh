@@ -72,6 +72,11 @@ REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO_DIR"
 if [[ "$ROLLOUT" == hf ]]; then
   PRESET=cpu
+  # the venv install_cpu.sh made when python3 was a distribution's (PEP 668), unless one is active
+  source "$REPO_DIR/examples/python_env.sh"
+  if [[ -z "${VIRTUAL_ENV:-}" ]] && DEPO_VENV=$(depo_installed_venv "${DEPO_VENV:-$REPO_DIR/.venv}"); then
+    export PATH="$DEPO_VENV/bin:$PATH" VIRTUAL_ENV="$DEPO_VENV"
+  fi
 elif [[ "$ROLLOUT" == vllm ]]; then
   PRESET=cpu_vllm
   # vLLM needs its own torch, so it lives in its own venv; every `python` below (and every Ray

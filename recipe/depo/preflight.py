@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from omegaconf import DictConfig, OmegaConf
 
+from recipe.depo.estimator.cost import warn_if_slow
 from recipe.depo.validation import custom_reward_function, validate
 
 if TYPE_CHECKING:
@@ -64,6 +65,7 @@ def check_training_start(config: DictConfig) -> DEPOConfig:
     ``PreflightError`` unless every local data row has a usable reference and the reward returns
     ``depo.labels.acc_key`` (the latter only when the DEPO estimator needs labels)."""
     settings = validate(config)
+    warn_if_slow(config)  # before the data: a user fixing a data path still sees the cost warning
     reward = _reward_function(config)
     for key, needs_labels in (("data.train_files", settings.uses_estimator), ("data.val_files", False)):
         for path in _local_files(config, key):

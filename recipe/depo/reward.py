@@ -31,9 +31,10 @@ Bounds. Plain numbers (integers, decimals, ``a/b``, ``\\frac{a}{b}``) are compar
 process, digit strings and all, so integers of any length cost microseconds and a wrong integer
 never matches through a float tolerance. Everything else goes to math-verify in a child process
 (``recipe.depo.verify_pool``) with a deadline (1 s by default, shared by all of a row's reference
-answers) and an address-space cap, killed and replaced when it runs over: no answer a model writes
-can hold a scoring thread for longer, on the main thread or a worker thread. A response that runs
-out of time or memory scores as wrong, and ``verdict`` says why.
+answers, waiting for a free checker included) and an address-space cap, killed and replaced when
+it runs over: no answer a model writes can hold a scoring thread for longer, on the main thread
+or a worker thread. A response that runs out of time or memory scores as wrong, and ``verdict``
+says why.
 
 A reference answer that is missing, empty, NaN or not a string is a data bug, not a wrong
 answer: ``compute_score`` raises ``BadReferenceError`` naming the data source and row instead of
@@ -314,6 +315,8 @@ def _best_verdict(pred: str, references: list[str], timeout_s: float) -> str:
             pending.append(reference)
         else:
             verdicts.append(verdict)
+    if pending:
+        shared_pool().start()  # the children's one-time start is not the response's time
     spent = 0.0
     for reference in pending:
         if spent >= timeout_s:
@@ -429,6 +432,10 @@ def _verify(pred: str, reference: str, timeout_s: float) -> str:
             _cache.move_to_end(key)
             return cached[0]
     result = shared_pool().verify(pred, reference, timeout_s)
+    if result.reason == "busy":
+        # the deadline passed while every checker was taken: the response's time is up, but the
+        # answer was never tried, so nothing is cached about it
+        return "timeout"
     if result.reason in ("timeout", "memory", "crashed"):
         verdict = result.reason
     else:

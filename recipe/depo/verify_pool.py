@@ -11,10 +11,18 @@ the child instead of an OOM kill of the trainer.
 Layout. Each scoring process starts one *template* child (``python -m recipe.depo.verify_pool``)
 that imports sympy and math-verify once (seconds on a busy machine) and then only forks:
 *workers* are forks of the template, ready in milliseconds with everything imported.
-``VerifierPool.verify`` hands the two answers to an idle worker, waits at most ``timeout_s`` for
-its verdict, and on a miss kills the worker (SIGKILL) and answers "not equal" with the reason;
-the next call forks a fresh worker. So a burst of adversarial answers costs one deadline each,
-not a Python start-up each.
+``VerifierPool.verify`` hands the two answers to an idle worker, waits for its verdict until
+``timeout_s`` after the call began, and on a miss kills the worker (SIGKILL) and answers "not
+equal" with the reason; the next call forks a fresh worker. So a burst of adversarial answers
+costs one deadline each, not a Python start-up each.
+
+The deadline counts from the call, waiting for a free worker included: with more concurrent
+callers than workers, a call never waits out other calls' deadlines. The pool keeps ``workers``
+idle between bursts and forks up to ``max_workers`` while callers queue, within a memory cap
+(each worker may use ``memory_mb``; all of them together at most ``pool_memory_mb``). A call
+that gets no worker before its deadline answers "not equal" with reason ``busy``. Only the
+template's one-time start (imports, seconds) is outside the deadline: it is the environment's
+cost, paid once per process before the first deadline starts.
 
 Children are plain subprocesses and forks of our own template, never ``multiprocessing``, so the
 pool behaves the same under fork, spawn, Ray actors, asyncio executors and threads; a process
@@ -58,8 +66,24 @@ def _env_number(name: str, default: float, kind: type) -> float:
 DEFAULT_TIMEOUT_S = _env_number("DEPO_REWARD_VERIFY_TIMEOUT_S", 1.0, float)
 # Address-space cap per child; sympy needs ~100 MB, a runaway bigint hits this and fails cleanly.
 DEFAULT_MEMORY_MB = _env_number("DEPO_REWARD_VERIFY_MEMORY_MB", 1024, int)
-# Concurrent workers per scoring process (forks of the template: mostly shared pages).
+# Workers per scoring process kept between bursts (forks of the template: mostly shared pages).
 DEFAULT_WORKERS = _env_number("DEPO_REWARD_VERIFY_WORKERS", 2, int)
+# Workers a burst of concurrent calls may grow the pool to, so that a queued answer is checked
+# instead of waiting behind others' deadlines; more than the cores buys little for answers that
+# spin, but lets quick answers through beside them.
+DEFAULT_MAX_WORKERS = _env_number("DEPO_REWARD_VERIFY_MAX_WORKERS", 8, int)
+
+
+def _physical_memory_mb() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
+    except (ValueError, OSError):
+        return 8192
+
+
+# Sum of the workers' address-space caps: a quarter of the machine, so that even a burst of
+# answers that each allocate up to the cap cannot push the trainer into the OOM killer.
+DEFAULT_POOL_MEMORY_MB = _env_number("DEPO_REWARD_VERIFY_POOL_MEMORY_MB", max(1024, _physical_memory_mb() // 4), int)
 # Importing sympy + math-verify takes ~1 s alone; a machine busy with rollouts can take far longer.
 START_TIMEOUT_S = 120.0
 # A fork of the already-imported template takes milliseconds; this only catches a wedged template.
@@ -222,29 +246,50 @@ class _Template:
 
 
 class VerifierPool:
-    """Up to ``workers`` concurrent verifications for every thread of one process."""
+    """Bounded concurrent verifications for every thread of one process: ``workers`` kept between
+    bursts, up to ``max_workers`` while calls queue, as long as ``max_workers * memory_mb`` stays
+    within ``pool_memory_mb`` (never fewer than ``workers``)."""
 
-    def __init__(self, workers: int = DEFAULT_WORKERS, memory_mb: int = DEFAULT_MEMORY_MB) -> None:
+    def __init__(
+        self,
+        workers: int = DEFAULT_WORKERS,
+        memory_mb: int = DEFAULT_MEMORY_MB,
+        max_workers: int = DEFAULT_MAX_WORKERS,
+        pool_memory_mb: int = DEFAULT_POOL_MEMORY_MB,
+    ) -> None:
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
         if memory_mb < 256:
             raise ValueError(f"memory_mb must be >= 256 (Python with sympy needs ~100 MB), got {memory_mb}")
         self.workers = workers
         self.memory_mb = memory_mb
+        self.max_workers = burst_size(workers, memory_mb, max_workers, pool_memory_mb)
         self._cond = threading.Condition()
         self._idle: list[_Worker] = []
         self._busy = 0
+        self._waiting = 0
         self._template: _Template | None = None
         self._template_lock = threading.Lock()
         self.killed = 0  # workers killed at the deadline or found dead
+        self.busy_misses = 0  # calls that found no worker before their deadline
 
     def verify(self, pred: str, reference: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> Verdict:
         """Whether math-verify finds ``pred`` equal to ``reference``, decided within ``timeout_s``
-        of handing the pair to a worker (waiting for a free one is not counted)."""
-        worker = self._acquire()
+        of the call, waiting for a free worker included (reason ``busy`` when none came free in
+        time). The template's one-time start precedes the deadline."""
+        self.start()
+        deadline = time.monotonic() + timeout_s
+        worker = self._acquire(deadline)
+        remaining = deadline - time.monotonic()
+        if worker is None or remaining <= 0:
+            if worker is not None:
+                self._release(worker, reusable=True)
+            with self._cond:
+                self.busy_misses += 1
+            return Verdict(False, "busy")
         reply = None
         try:
-            reply = worker.ask(pred, reference, timeout_s)
+            reply = worker.ask(pred, reference, remaining)
         except (EOFError, OSError, ValueError):  # died (OOM killer, SIGKILL) or wrote garbage
             verdict = Verdict(False, "crashed")
         else:
@@ -258,52 +303,90 @@ class VerifierPool:
         reusable = verdict.reason not in ("timeout", "crashed") and not reply.get("exit")
         if not reusable:
             worker.kill()
-        with self._cond:
-            self._busy -= 1
-            if reusable:
-                self._idle.append(worker)
-            elif verdict.reason in ("timeout", "crashed"):
-                self.killed += 1
-            self._cond.notify()
+        self._release(worker, reusable, died=verdict.reason in ("timeout", "crashed"))
         return verdict
 
-    def _acquire(self) -> _Worker:
-        with self._cond:
-            while True:
-                while self._idle:
-                    worker = self._idle.pop()
-                    if worker.alive():
-                        self._busy += 1
-                        return worker
-                    worker.kill()
-                    self.killed += 1
-                if self._busy < self.workers:
-                    self._busy += 1  # claim the slot, fork outside the lock
-                    break
-                self._cond.wait()
-        try:
-            return self._fork()
-        except BaseException:
-            with self._cond:
-                self._busy -= 1
-                self._cond.notify()
-            raise
-
-    def _fork(self) -> _Worker:
+    def start(self) -> None:
+        """Start the template (imports and warm-up, seconds) unless it already runs; verify calls
+        this before its deadline begins. VerifierUnavailable when it cannot start."""
+        template = self._template
+        if template is not None and template.ready and template.alive():
+            return
         with self._template_lock:
-            if self._template is not None and not self._template.alive():
+            self._ready_template()
+
+    def _release(self, worker: _Worker, reusable: bool, died: bool = False) -> None:
+        with self._cond:
+            self._busy -= 1
+            # a burst's extra workers are closed once nobody queues, so that idle memory stays at
+            # `workers` processes
+            if reusable and (self._waiting or len(self._idle) < self.workers):
+                self._idle.append(worker)
+            elif reusable:
+                worker.close()  # EOF: it exits by itself
+            elif died:
+                self.killed += 1
+            self._cond.notify()
+
+    def _acquire(self, deadline: float) -> _Worker | None:
+        with self._cond:
+            self._waiting += 1
+            try:
+                while True:
+                    while self._idle:
+                        worker = self._idle.pop()
+                        if worker.alive():
+                            self._busy += 1
+                            return worker
+                        worker.kill()
+                        self.killed += 1
+                    if self._busy < self.max_workers:
+                        self._busy += 1  # claim the slot, fork outside the lock
+                        break
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return None
+                    self._cond.wait(remaining)
+            finally:
+                self._waiting -= 1
+        worker = None
+        try:
+            worker = self._fork(deadline)
+            return worker
+        finally:
+            if worker is None:  # out of time for the template lock, or the fork failed
+                with self._cond:
+                    self._busy -= 1
+                    self._cond.notify()
+
+    def _fork(self, deadline: float) -> _Worker | None:
+        # forks take milliseconds each, but a burst queues them on the one template
+        if not self._template_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            return None
+        try:
+            return self._ready_template().fork_worker()
+        except VerifierUnavailable:
+            if self._template is not None:
                 self._template.close(0)
                 self._template = None
-            if self._template is None:
-                self._template = _Template(self.memory_mb)
-            template = self._template
-            try:
-                template.wait_ready(START_TIMEOUT_S)
-                return template.fork_worker()
-            except VerifierUnavailable:
-                template.close(0)
-                self._template = None
-                raise
+            raise
+        finally:
+            self._template_lock.release()
+
+    def _ready_template(self) -> _Template:
+        """The running, started template (caller holds ``_template_lock``)."""
+        if self._template is not None and not self._template.alive():
+            self._template.close(0)
+            self._template = None
+        if self._template is None:
+            self._template = _Template(self.memory_mb)
+        try:
+            self._template.wait_ready(START_TIMEOUT_S)
+        except VerifierUnavailable:
+            self._template.close(0)
+            self._template = None
+            raise
+        return self._template
 
     def child_pids(self) -> list[int]:
         """The template's and the idle workers' process ids (for tests and diagnostics)."""
@@ -332,7 +415,14 @@ class VerifierPool:
         if self._template is not None:
             self._template.sock.close()
         self._idle, self._template = [], None
+        self._busy = self._waiting = 0
         self._cond, self._template_lock = threading.Condition(), threading.Lock()
+
+
+def burst_size(workers: int, memory_mb: int, max_workers: int, pool_memory_mb: int) -> int:
+    """Workers a pool may run at once: ``max_workers`` cut to what ``pool_memory_mb`` holds at
+    ``memory_mb`` each, never below the ``workers`` it keeps anyway."""
+    return max(workers, min(max_workers, pool_memory_mb // memory_mb))
 
 
 _pool: VerifierPool | None = None

@@ -250,3 +250,84 @@ def test_forked_process_starts_its_own_children():
     assert all(_alive(p) for p in parent_pids)  # the fork did not touch the parent's children
     reward.clear_caches()
     assert compute_score("math500", "\\boxed{2x}", "x+x")["acc"] == 1.0
+
+
+# ---------------------------------------------------------------- the deadline covers queueing
+
+
+def test_burst_size_is_capped_by_memory_but_never_below_the_kept_workers():
+    assert verify_pool.burst_size(workers=2, memory_mb=1024, max_workers=8, pool_memory_mb=16384) == 8
+    assert verify_pool.burst_size(workers=2, memory_mb=1024, max_workers=8, pool_memory_mb=4096) == 4
+    assert verify_pool.burst_size(workers=2, memory_mb=1024, max_workers=8, pool_memory_mb=1024) == 2
+    assert verify_pool.burst_size(workers=3, memory_mb=1024, max_workers=1, pool_memory_mb=65536) == 3
+
+
+def _timed_calls(fn, args_list):
+    """Start every call at once; each call's own seconds from its start to its return."""
+    barrier = threading.Barrier(len(args_list))
+
+    def timed(args):
+        barrier.wait()
+        start = time.perf_counter()
+        result = fn(*args)
+        return time.perf_counter() - start, result
+
+    with ThreadPoolExecutor(max_workers=len(args_list)) as threads:
+        return list(threads.map(timed, args_list))
+
+
+def test_a_call_waiting_for_a_worker_is_inside_its_deadline():
+    # one worker, no burst: seven of eight callers can only wait, and must not wait out others
+    pool = VerifierPool(workers=1, max_workers=1)
+    try:
+        pool.start()
+        timings = _timed_calls(pool.verify, [("(100!)!", str(i), 0.5) for i in range(8)])
+    finally:
+        pool.close()
+    assert max(t for t, _ in timings) < 0.5 + SLACK_S, [round(t, 2) for t, _ in timings]
+    reasons = [verdict.reason for _, verdict in timings]
+    assert all(not verdict.equal for _, verdict in timings)
+    assert reasons.count("busy") >= 4 and pool.busy_misses == reasons.count("busy"), reasons
+
+
+def test_a_burst_grows_the_pool_so_a_quick_answer_is_checked_beside_stalling_ones():
+    pool = VerifierPool(workers=1, max_workers=4)
+    try:
+        pool.start()
+        quick = ("\\frac{\\sqrt{2}}{2}", "\\frac{1}{\\sqrt{2}}", 5.0)
+        calls = [("(100!)!", "3", 2.0), ("9^{9^{9^{9}}}", "3", 2.0), quick]
+        timings = _timed_calls(pool.verify, calls)
+        assert timings[2][1] == verify_pool.Verdict(True, "verified")
+        assert [v.reason for _, v in timings[:2]] == ["timeout", "timeout"]
+        # the burst's extra workers are gone once nobody waits: the template and one worker stay
+        assert pool.verify("1/2", "0.5").equal
+        assert len(pool.child_pids()) == 2
+    finally:
+        pool.close()
+
+
+def test_many_concurrent_scorers_with_stalling_answers_each_bounded(monkeypatch):
+    """The issue-22 bound: 32 scorers at once (verl's executor on a many-core node), every one
+    with an answer that stalls sympy, against two kept workers. Before the deadline covered the
+    queue, the last of them waited out 15 others' deadlines (~16 s); now each response's whole
+    time is one deadline plus slack."""
+    pool = VerifierPool(workers=2, max_workers=4)
+    pool.start()  # the once-per-process start is not a response's time
+    monkeypatch.setattr(verify_pool, "_pool", pool)
+    reward.clear_caches()
+    # distinct references, so no verdict cache shortens anything
+    args = [("math500", f"\\boxed{{{ADVERSARIAL[i % len(ADVERSARIAL)]}}}", str(1000 + i)) for i in range(32)]
+    try:
+        timings = _timed_calls(compute_score, args)
+    finally:
+        pool.close()
+        reward.clear_caches()
+    seconds = [round(t, 2) for t, _ in timings]
+    # generous margin for a shared 2-core machine: the bug's wait is ~8-16 s, the bound ~1 s
+    assert max(seconds) < DEFAULT_TIMEOUT_S + 2 * SLACK_S, seconds
+    assert all(result["acc"] == 0.0 for _, result in timings)
+    assert {result["verdict"] for _, result in timings} <= {"timeout", "memory", "wrong"}
+    # a response timed out in the queue was never tried: nothing about its answer is cached
+    with reward._cache_lock:
+        cached = len(reward._cache)
+    assert cached <= 32 - pool.busy_misses

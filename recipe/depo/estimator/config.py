@@ -69,6 +69,10 @@ class EstimatorConfig(BaseConfig):
     calibration: str = "affine"
     calibration_steps: int = 4
     calibration_prior: float = 1.0
+    # Seconds an RL step is expected to take: the start-up check warns when the estimator's
+    # estimated cost per step exceeds 10% of it (recipe/depo/estimator/cost.py). Default: the
+    # paper's DEPO step (Table 2); 0 turns the check off.
+    expected_step_seconds: float = 125.65
 
     def __post_init__(self) -> None:
         check = FieldChecks(self)
@@ -106,6 +110,7 @@ class EstimatorConfig(BaseConfig):
         check.number("grad_clip", lo=0.0, lo_open=True)
         check.number("weight_decay", lo=0.0)
         check.number("calibration_prior", lo=0.0, lo_open=True)
+        check.number("expected_step_seconds", lo=0.0)
         check.done()
 
     @classmethod
