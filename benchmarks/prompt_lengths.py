@@ -40,7 +40,7 @@ def lengths_from_parquet(path: str, n: int, rng: np.random.Generator) -> np.ndar
     written by data_prep, at ~4 characters per token."""
     import pyarrow.parquet as pq
 
-    from recipe.depo.labels import prompt_text
+    from recipe.depo.prompt_text import prompt_text
 
     table = pq.read_table(path, columns=["prompt", "extra_info"]).to_pylist()
     if not table:

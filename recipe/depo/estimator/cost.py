@@ -186,7 +186,7 @@ def prompt_tokens_of(config: Any, max_length: int) -> float:
     try:
         import pyarrow.parquet as pq
 
-        from recipe.depo.labels import prompt_text
+        from recipe.depo.prompt_text import prompt_text
 
         files = _get(config, "data.train_files")
         files = [files] if isinstance(files, str) else list(files or [])
@@ -216,7 +216,7 @@ def startup_warning(config: Any) -> str | None:
     batch = _get(config, "data.train_batch_size")
     if shape is None or not isinstance(batch, int) or batch <= 0:
         return None
-    scanned = depo.filter.max_scan or 8 * batch
+    scanned = depo.filter.resolved(batch).max_scan
     trainer_device = str(_get(config, "trainer.device") or "cuda")
     on_gpu = est.placement != "cpu" and est.device != "cpu" and trainer_device != "cpu"
     tokens = prompt_tokens_of(config, est.max_length)
