@@ -185,3 +185,44 @@ def test_results_without_settings_are_not_adopted(tiny_policy, eval_dir, tmp_pat
     capsys.readouterr()
     assert cli.main(_args(tiny_policy, eval_dir, out, "--n", "3")) == 2
     _one_line_error(capsys, "holds easy.jsonl but no eval_config.json")
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("empty_output", "--output is empty"),
+        ("empty_data", "--data: an empty path"),
+        ("tensor_parallel_0", "--tensor-parallel-size must be >= 1"),
+        ("results_file_is_a_folder", "easy.jsonl: cannot read it (Is a directory)"),
+        ("hand_edited_acc", "easy.jsonl line 1: 'acc' must be a number in [0, 1.0], got 'x'"),
+        ("settings_file_is_a_folder", "eval_config.json is not a readable JSON file"),
+        ("training_run_dir", "holds metrics.jsonl but no eval_config.json: not an evaluate folder"),
+    ],
+)
+def test_more_bad_inputs_are_one_line(case, message, tiny_policy, eval_dir, tmp_path, capsys, monkeypatch):
+    """Found probing by hand (docs/bad_inputs.md): each was a traceback, or wrote where it should not."""
+    out = tmp_path / "out"
+    argv = _args(tiny_policy, eval_dir, out)
+    if case == "empty_output":
+        argv = _args(tiny_policy, eval_dir, "")  # Path("") is the current folder: it wrote there
+    elif case == "empty_data":
+        argv = _args(tiny_policy, "", out)
+    elif case == "tensor_parallel_0":
+        argv += ["--tensor-parallel-size", "0"]
+    elif case in ("results_file_is_a_folder", "hand_edited_acc"):
+        assert cli.main(_args(tiny_policy, eval_dir, out, "--limit", "1")) == 0
+        capsys.readouterr()
+        if case == "hand_edited_acc":
+            text = (out / "easy.jsonl").read_text()
+            (out / "easy.jsonl").write_text(text.replace('"acc": ', '"acc": "x", "was": ', 1))
+        else:
+            (out / "easy.jsonl").unlink()
+            (out / "easy.jsonl").mkdir()
+    elif case == "settings_file_is_a_folder":
+        (out / cli.CONFIG_FILE).mkdir(parents=True)
+    elif case == "training_run_dir":
+        out.mkdir()
+        (out / "metrics.jsonl").write_text('{"step": 1, "data": {}}\n')
+    monkeypatch.setattr(HFBackend, "__init__", lambda *a, **k: pytest.fail("model loaded despite bad input"))
+    assert cli.main(argv) == 2
+    _one_line_error(capsys, message)

@@ -84,3 +84,26 @@ def test_bad_input_is_one_line(case, message, tmp_path, capsys):
     assert err.startswith("error: ") and message.format(out=out) in err and "\n" not in err, err
     if case == "output_is_a_file":
         assert out.read_text() == "keep"
+
+
+def test_runs_given_twice_are_all_reported(tmp_path):
+    a = _write_run(tmp_path / "a", [_step(1, 1.0, 0.5)])
+    b = _write_run(tmp_path / "b", [_step(1, 2.0, 0.5)])
+    assert cli.main(["--runs", f"A={a}", "--runs", f"B={b}", "--output", str(tmp_path / "out")]) == 0
+    assert list(json.loads((tmp_path / "out" / "report.json").read_text())["runs"]) == ["A", "B"]
+
+
+@pytest.mark.parametrize(
+    "runs, output, message",
+    [
+        (["A={run}"], "", "--output is empty"),
+        (["A|B={run}"], "out", "a run name may not hold '|'"),
+    ],
+)
+def test_more_bad_arguments_are_one_line(runs, output, message, tmp_path, capsys, monkeypatch):
+    run = _write_run(tmp_path / "run", [_step(1, 1.0, 0.5)])
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["--runs", *(r.format(run=run) for r in runs), "--output", output]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err, err
+    assert not (tmp_path / "report.md").exists() and not (tmp_path / "out").exists()

@@ -58,6 +58,13 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _check_args(args: argparse.Namespace) -> None:
+    for flag, value in (("--model", args.model), ("--output", args.output), ("--merged-dir", args.merged_dir)):
+        if value is not None and not value.strip():
+            raise EvalError(f"{flag} is empty")  # Path("") is the current folder: never write there by accident
+    if not all(d.strip() for d in args.data):
+        raise EvalError("--data: an empty path")
+    if args.tensor_parallel_size < 1:
+        raise EvalError(f"--tensor-parallel-size must be >= 1, got {args.tensor_parallel_size}")
     if args.n < 1:
         raise EvalError(f"--n must be >= 1, got {args.n}")
     if not math.isfinite(args.temperature) or args.temperature < 0:
@@ -255,8 +262,8 @@ def _evaluate_locked(args, located, backend_name, output, merged_dir, settings, 
         stray = sorted(p.name for p in output.glob("*.jsonl") if not p.name.startswith("."))
         if stray:
             raise EvalError(
-                f"--output {output} holds {stray[0]} but no {CONFIG_FILE}: the settings behind those results are "
-                "unknown; use a fresh --output"
+                f"--output {output} holds {stray[0]} but no {CONFIG_FILE}: not an evaluate folder, or one whose "
+                "settings were lost; use a fresh --output"
             )
     # every result already in the folder, checked against the whole set (not only --limit's part)
     done = {name: _done(name, output / f"{name}.jsonl", queries) for name, queries in full.items()}

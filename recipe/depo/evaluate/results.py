@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
@@ -69,7 +70,10 @@ def read_results(path: Path, repair: bool = False) -> list[dict[str, Any]]:
     write: dropped (and cut from the file when ``repair``). Any other bad line is an error."""
     if not path.exists():
         return []
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:  # a folder in its place, no permission
+        raise EvalError(f"{path}: cannot read it ({exc.strerror or exc})") from None
     complete, _, torn = raw.rpartition(b"\n")
     if torn:
         logger.warning(f"{path}: dropping an incomplete last line (interrupted write); that query runs again")
@@ -86,6 +90,10 @@ def read_results(path: Path, repair: bool = False) -> list[dict[str, Any]]:
             raise EvalError(f"{path} line {number} is not JSON; is this an evaluate output folder?") from None
         if not isinstance(record, dict) or "index" not in record:
             raise EvalError(f"{path} line {number}: expected an object with 'index'")
+        for key, high in (("acc", 1.0), ("mean_response_length", math.inf)):
+            value = record.get(key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= high:
+                raise EvalError(f"{path} line {number}: '{key}' must be a number in [0, {high}], got {value!r}")
         records.append(record)
     return records
 

@@ -32,6 +32,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--runs",
         nargs="+",
+        action="extend",  # `--runs A=x --runs B=y` is both, not only the last
         required=True,
         metavar="NAME=DIR[,DIR...]",
         help="runs to compare, in table order; several comma-separated DIRs are one method's seeds (mean ± SE)",
@@ -49,6 +50,8 @@ def parse_runs(specs: Sequence[str]) -> dict[str, list[Path]]:
     runs: dict[str, list[Path]] = {}
     for spec in specs:
         name, sep, folders = spec.partition("=")
+        if any(c in name for c in "|\n\r"):
+            raise ReportError(f"--runs {spec!r}: a run name may not hold '|' or a line break (it is a table cell)")
         parts = [f.strip() for f in folders.split(",")]
         if not sep or not name.strip() or not all(parts):
             raise ReportError(f"--runs {spec!r}: expected NAME=DIR or NAME=DIR1,DIR2,... (one DIR per seed)")
@@ -141,6 +144,8 @@ def build(
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
+        if not args.output.strip():
+            raise ReportError("--output is empty")  # Path("") is the current folder
         _, text = build(parse_runs(args.runs), Path(args.output), args.gpus_per_run, args.skip_steps)
     except ReportError as exc:
         print(f"error: {exc}", file=sys.stderr)
