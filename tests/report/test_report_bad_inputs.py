@@ -38,7 +38,7 @@ def test_a_partial_evaluation_is_shown_as_partial(tmp_path):
     (run / "eval" / "summary.json").write_text(json.dumps({"settings": {"n": 4}, "sets": sets, "partial": True}))
     report, text = cli.build({"R": run}, tmp_path / "out")
     assert report["runs"]["R"]["val_partial"] == {"gsm8k": "1 of 500"}
-    assert report["runs"]["R"]["val_source"] == "eval/summary.json (Avg@4, partial)"
+    assert report["runs"]["R"]["val_source"] == "eval/summary.json (Avg@4)"
     assert "| R | 100.0 (partial: 1 of 500) | 40.0 | 70.0 (partial) |" in text
 
 

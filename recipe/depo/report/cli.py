@@ -91,8 +91,7 @@ def check_seeds(name: str, seeds: Sequence[RunData], reports: Sequence[dict]) ->
                     f"run {name}: its seeds differ in {key} ({first.path}: {ref[key]}, {run.path}: {report[key]}); "
                     "seeds of one method share every setting but the seed"
                 )
-        source = (report["val_source"] or "").replace(", partial", "")
-        if source != (ref["val_source"] or "").replace(", partial", ""):
+        if report["val_source"] != ref["val_source"]:
             raise ReportError(
                 f"run {name}: its seeds take accuracy from different places ({first.path}: {ref['val_source']}; "
                 f"{run.path}: {report['val_source']}); evaluate every seed alike"
@@ -124,11 +123,6 @@ def build(
         per_seed = [run_report(run, gpus_per_run, skip_steps) for run in seeds]
         check_seeds(name, seeds, per_seed)
         report["runs"][name] = aggregate_reports(per_seed)
-        if len(seeds) > 1:
-            sources = {r["val_source"] for r in per_seed}
-            report["runs"][name]["val_source"] = per_seed[0]["val_source"] if len(sources) == 1 else (
-                per_seed[0]["val_source"].replace(", partial", "") + " (partial in some seeds)"
-            )  # fmt: skip
     try:
         output.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

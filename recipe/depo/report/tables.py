@@ -86,8 +86,7 @@ def accuracy(run: RunData) -> tuple[dict[str, float], str | None]:
     if run.eval_summary is not None:
         sets = {s: float(v["acc"]) for s, v in run.eval_summary["sets"].items() if v.get("acc") is not None}
         n = (run.eval_summary.get("settings") or {}).get("n")
-        partial = ", partial" if partial_sets(run) else ""
-        return _with_avg(sets), f"eval/summary.json (Avg@{n}{partial})"
+        return _with_avg(sets), f"eval/summary.json (Avg@{n})"  # partial sets: ``partial_sets``
     for step in sorted(run.validations, reverse=True):
         per_set, k = validation_accuracy(run.validations[step])
         if per_set:
