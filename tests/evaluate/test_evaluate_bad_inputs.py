@@ -197,6 +197,7 @@ def test_results_without_settings_are_not_adopted(tiny_policy, eval_dir, tmp_pat
         ("hand_edited_acc", "easy.jsonl line 1: 'acc' must be a number in [0, 1.0], got 'x'"),
         ("settings_file_is_a_folder", "eval_config.json is not a readable JSON file"),
         ("training_run_dir", "holds metrics.jsonl but no eval_config.json: not an evaluate folder"),
+        ("a_merged_model_folder", "a merged model folder"),
     ],
 )
 def test_more_bad_inputs_are_one_line(case, message, tiny_policy, eval_dir, tmp_path, capsys, monkeypatch):
@@ -220,6 +221,9 @@ def test_more_bad_inputs_are_one_line(case, message, tiny_policy, eval_dir, tmp_
             (out / "easy.jsonl").mkdir()
     elif case == "settings_file_is_a_folder":
         (out / cli.CONFIG_FILE).mkdir(parents=True)
+    elif case == "a_merged_model_folder":
+        out.mkdir()
+        (out / MERGE_MARKER).write_text(json.dumps({"actor": "x", "shards": {}}))
     elif case == "training_run_dir":
         out.mkdir()
         (out / "metrics.jsonl").write_text('{"step": 1, "data": {}}\n')

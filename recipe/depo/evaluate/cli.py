@@ -26,7 +26,7 @@ from pathlib import Path
 from recipe.depo.evaluate.backends import BACKENDS, HFBackend, Sampling, VLLMBackend, chat_ids, choose_backend
 from recipe.depo.evaluate.backends import query_seed as make_seed
 from recipe.depo.evaluate.data import EvalError, EvalQuery, load_set, parquet_files
-from recipe.depo.evaluate.model import check_merge_target, loadable_path, locate_model
+from recipe.depo.evaluate.model import MERGE_MARKER, check_merge_target, loadable_path, locate_model
 from recipe.depo.evaluate.results import QueryResult, append_results, read_results, set_summary, write_summary
 from recipe.depo.fsutil import try_lock_dir, unwritable_dir_reason, write_text_atomic
 
@@ -104,6 +104,8 @@ def _check_output(output: Path) -> None:
     """Before anything is loaded: the output folder can be made and written."""
     if output.exists() and not output.is_dir():
         raise EvalError(f"--output {output}: a file, not a folder")
+    if (output / MERGE_MARKER).exists():
+        raise EvalError(f"--output {output}: a merged model folder (a later merge replaces it, results and all)")
     reason = unwritable_dir_reason(output)
     if reason:
         raise EvalError(f"--output {output}: {reason}")
