@@ -121,7 +121,8 @@ def test_seeds_of_different_lengths_are_refused_in_one_line(seeds, tmp_path, cap
     [
         ("same_dir_twice", "are the same run directory"),
         ("empty_part", "expected NAME=DIR or NAME=DIR1,DIR2,..."),
-        ("other_n", "its seeds differ in n"),
+        ("other_n", "its seeds differ in actor_rollout_ref.rollout.n"),
+        ("other_method", "its seeds differ in depo.enable"),
         ("other_source", "its seeds take accuracy from different places"),
     ],
 )
@@ -134,6 +135,9 @@ def test_seeds_that_are_not_one_method_are_refused(case, message, seeds, tmp_pat
     elif case == "other_n":
         config = seeds[1] / "config.yaml"
         config.write_text(config.read_text().replace("n: 4", "n: 8"))
+    elif case == "other_method":
+        config = seeds[2] / "config.yaml"
+        config.write_text(config.read_text() + "depo:\n  enable: true\n")
     elif case == "other_source":
         (seeds[1] / "eval").mkdir()
         summary = {"settings": {"n": 4}, "sets": {"gsm8k": {"acc": 1}}}

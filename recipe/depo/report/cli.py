@@ -22,7 +22,7 @@ from pathlib import Path
 from recipe.depo.fsutil import unwritable_dir_reason, write_text_atomic
 from recipe.depo.report.plots import draw
 from recipe.depo.report.render import markdown
-from recipe.depo.report.runs import ReportError, RunData, read_run
+from recipe.depo.report.runs import CONFIG_KEYS, ReportError, RunData, read_run
 from recipe.depo.report.seeds import aggregate_reports
 from recipe.depo.report.tables import run_report, series
 
@@ -84,6 +84,13 @@ def check_seeds(name: str, seeds: Sequence[RunData], reports: Sequence[dict]) ->
                 f"run {name}: its seeds logged different training steps ({first.path}: "
                 f"{_steps_text(sorted(first.steps))}; {run.path}: {_steps_text(sorted(run.steps))}; "
                 f"differing: {missing[:5]}); give seeds that ran the same steps"
+            )
+        differ = [key for key in CONFIG_KEYS if run.config.get(key) != first.config.get(key)]
+        if differ:
+            key = CONFIG_KEYS[differ[0]]
+            raise ReportError(
+                f"run {name}: its seeds differ in {key} ({first.path}: {first.config.get(differ[0])!r}, "
+                f"{run.path}: {run.config.get(differ[0])!r}); seeds of one method share every setting but the seed"
             )
         for key in ("n", "train_batch_size", "gpus"):
             if report[key] != ref[key]:

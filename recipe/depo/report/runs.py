@@ -54,7 +54,7 @@ def _clean(value: Any) -> Any:
 def read_metrics_file(path: Path) -> list[tuple[int, dict]]:
     """``(step, data)`` per record. A line that is not a JSON record is an error naming the file
     and line, except an unterminated last line (the run was killed mid-write), which is dropped."""
-    raw = _read_bytes(path, "verl's file-logger metrics")
+    raw = _read_bytes(path, "metrics (verl's file logger)")
     lines = raw.split(b"\n")
     torn = lines.pop() if lines else b""
     if torn.strip():
@@ -174,7 +174,7 @@ def read_run(name: str, run_dir: str | Path) -> RunData:
     steps, validations = merge_parts([read_metrics_file(p) for p in parts])
     if not steps and not validations:
         raise ReportError(f"run {name}: {', '.join(map(str, parts))} hold no training step or validation")
-    if not (run_dir / CONFIG).is_file():
+    if not (run_dir / CONFIG).exists():
         raise ReportError(
             f"run {name}: no {CONFIG} in {run_dir} (the run's composed config; the launchers write it with "
             f"hydra.run.dir={run_dir} hydra.output_subdir=.)"
