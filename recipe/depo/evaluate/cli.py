@@ -81,7 +81,7 @@ def _check_args(args: argparse.Namespace) -> None:
 
 def _check_settings(output: Path, settings: dict) -> bool:
     """A folder resumed with other sampling settings would mix two evaluations: refuse. True when
-    the folder already has its settings file (written by ``_write_settings`` once the model loads)."""
+    the folder already has its settings file (written only once the model has loaded)."""
     path = output / CONFIG_FILE
     if not path.exists():
         return False
@@ -188,7 +188,8 @@ def _earlier_sets(output: Path, current: set[str]) -> dict[str, dict]:
         if path.stem in current or path.name.startswith(".") or not path.is_file():
             continue
         records = {r["index"]: r for r in read_results(path)}
-        total = previous.get(path.stem, {}).get("total") if isinstance(previous, dict) else None
+        entry = previous.get(path.stem) if isinstance(previous, dict) else None
+        total = entry.get("total") if isinstance(entry, dict) else None
         earlier[path.stem] = {"records": list(records.values()), "total": total if isinstance(total, int) else None}
     return earlier
 
