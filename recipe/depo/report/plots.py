@@ -67,6 +67,8 @@ def draw(series: dict[str, dict | list[dict]], out_dir: Path) -> tuple[dict[str,
     for the mean and a band of ± one standard error). Returns ``(title -> file name, title -> why
     it was not drawn)``. A plot not drawn this time has its PNG from an earlier report removed."""
     seeds = {name: s if isinstance(s, list) else [s] for name, s in series.items()}
+    # the legend says which lines are means over seeds
+    seeds = {(f"{name} (mean ± SE, {len(s)} seeds)" if len(s) > 1 else name): s for name, s in seeds.items()}
     drawn: dict[str, str] = {}
     skipped: dict[str, str] = {}
 
