@@ -77,3 +77,21 @@ def unwritable_dir_reason(directory: str | os.PathLike) -> str | None:
     except OSError as exc:
         return f"cannot write to {probe_dir} ({exc.strerror or exc})"
     return None
+
+
+def try_lock_dir(directory: str | os.PathLike) -> int | None:
+    """An exclusive ``flock`` on the directory itself: its open descriptor (close it to unlock),
+    or None when another process holds it. The kernel drops the lock when its holder exits or is
+    killed, so there is no stale lock file to clean up after a crash."""
+    import fcntl
+
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd

@@ -62,10 +62,35 @@ def check_actor(actor: Path) -> list[Path]:
     return shards
 
 
+def check_merge_target(target: Path) -> None:
+    """A merge replaces ``target`` when the checkpoint changed: only a folder an earlier merge made
+    (it holds ``MERGE_MARKER``), an empty folder or nothing may be there. Anything else (a model
+    folder, a home directory, ``.``) is refused, so a mistyped ``--merged-dir`` deletes nothing."""
+    if not target.exists():
+        if target.is_symlink():
+            raise EvalError(f"--merged-dir {target}: a broken symbolic link; give a new or empty folder")
+        return
+    if not target.is_dir():
+        raise EvalError(f"--merged-dir {target}: a file, not a folder; give a new or empty folder")
+    try:
+        marker = json.loads((target / MERGE_MARKER).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        marker = None
+    if isinstance(marker, dict) and "actor" in marker:
+        return
+    if next(target.iterdir(), None) is None:
+        return
+    raise EvalError(
+        f"--merged-dir {target}: an existing folder that evaluate's merge did not make (no {MERGE_MARKER} in it); "
+        "a merge replaces its folder, so give a new or empty one"
+    )
+
+
 def merge_verl_actor(actor: Path, target: Path) -> Path:
     """Merge an FSDP actor checkpoint with verl's model merger into ``target`` (complete or absent;
-    reused when it was merged from the same shards)."""
+    reused when it was merged from the same shards; refused when ``target`` holds anything else)."""
     shards = check_actor(actor)
+    check_merge_target(target)
     origin = {"actor": str(actor.resolve()), "shards": {s.name: s.stat().st_mtime_ns for s in shards}}
     marker = target / MERGE_MARKER
     if marker.exists():
@@ -104,6 +129,7 @@ def merge_verl_actor(actor: Path, target: Path) -> Path:
             ) from exc
         merger.cleanup()
         (tmp / MERGE_MARKER).write_text(json.dumps(origin))
+        check_merge_target(target)  # again: the merge took a while, and something may have appeared there
         publish_dir(str(tmp), str(target))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

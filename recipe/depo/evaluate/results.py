@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
@@ -69,7 +70,10 @@ def read_results(path: Path, repair: bool = False) -> list[dict[str, Any]]:
     write: dropped (and cut from the file when ``repair``). Any other bad line is an error."""
     if not path.exists():
         return []
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:  # a folder in its place, no permission
+        raise EvalError(f"{path}: cannot read it ({exc.strerror or exc})") from None
     complete, _, torn = raw.rpartition(b"\n")
     if torn:
         logger.warning(f"{path}: dropping an incomplete last line (interrupted write); that query runs again")
@@ -86,6 +90,10 @@ def read_results(path: Path, repair: bool = False) -> list[dict[str, Any]]:
             raise EvalError(f"{path} line {number} is not JSON; is this an evaluate output folder?") from None
         if not isinstance(record, dict) or "index" not in record:
             raise EvalError(f"{path} line {number}: expected an object with 'index'")
+        for key, high in (("acc", 1.0), ("mean_response_length", math.inf)):
+            value = record.get(key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= high:
+                raise EvalError(f"{path} line {number}: '{key}' must be a number in [0, {high}], got {value!r}")
         records.append(record)
     return records
 
@@ -106,12 +114,16 @@ def append_results(path: Path, results: list[QueryResult]) -> None:
         os.close(fd)
 
 
-def set_summary(records: list[Mapping[str, Any]]) -> dict[str, Any]:
-    """Avg@n of one set in percent: the mean over queries of each query's accuracy over its n samples."""
+def set_summary(records: list[Mapping[str, Any]], total: int | None = None) -> dict[str, Any]:
+    """Avg@n of one set in percent: the mean over queries of each query's accuracy over its n
+    samples. ``total``: the set's size when known; fewer results than that make the set partial."""
+    partial = total is not None and len(records) < total
     if not records:
-        return {"queries": 0, "acc": None, "mean_response_length": None}
+        return {"queries": 0, "total": total, "partial": partial, "acc": None, "mean_response_length": None}
     return {
         "queries": len(records),
+        "total": total,
+        "partial": partial,
         "acc": 100.0 * sum(float(r["acc"]) for r in records) / len(records),
         "mean_response_length": sum(float(r["mean_response_length"]) for r in records) / len(records),
     }
@@ -126,6 +138,7 @@ def write_summary(output: Path, settings: Mapping[str, Any], per_set: Mapping[st
         "settings": dict(settings),
         "sets": {s: per_set[s] for s in names},
         "Avg": sum(accs) / len(accs) if accs else None,
+        "partial": any(per_set[s].get("partial") for s in names),
     }
     write_text_atomic(output / "summary.json", json.dumps(summary, indent=2) + "\n")
     n = settings.get("n")
@@ -139,8 +152,12 @@ def write_summary(output: Path, settings: Mapping[str, Any], per_set: Mapping[st
         row = per_set[s]
         acc = "–" if row["acc"] is None else f"{row['acc']:.1f}"
         length = "–" if row["mean_response_length"] is None else f"{row['mean_response_length']:.1f}"
-        lines.append(f"| {display_name(s)} | {row['queries']} | {acc} | {length} |")
+        queries = f"{row['queries']} of {row['total']} (partial)" if row.get("partial") else f"{row['queries']}"
+        lines.append(f"| {display_name(s)} | {queries} | {acc} | {length} |")
     avg = "–" if summary["Avg"] is None else f"{summary['Avg']:.1f}"
     lines.append(f"| **Avg** | | {avg} | |")
+    if summary["partial"]:
+        lines += ["", "Partial: some sets have results for only part of their queries (a `--limit` run); rerun "
+                  "without `--limit` to finish them."]  # fmt: skip
     write_text_atomic(output / "summary.md", "\n".join(lines) + "\n")
     return summary

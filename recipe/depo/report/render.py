@@ -20,6 +20,48 @@ def _pct(value: Any) -> str:
     return EMPTY if value is None else f"{100 * value:.0f}%"
 
 
+def _se(r: dict, *path: str) -> Any:
+    """The standard error beside a mean over seeds (report.json's ``se``, same shape), or None."""
+    se = r.get("se")
+    for key in path:
+        if not isinstance(se, dict):
+            return None
+        se = se.get(key)
+    return se
+
+
+def _pm(r: dict, *path: str, spec: str = ".1f", pct: bool = False) -> str:
+    """A number of one run, or ``mean ± SE`` over a method's seeds."""
+    value: Any = r
+    for key in path:
+        value = value.get(key) if isinstance(value, dict) else None
+    se = _se(r, *path)
+    if pct:
+        value, se = (None if value is None else 100 * value), (None if se is None else 100 * se)
+        spec = ".0f"
+    text = _fmt(value, spec) + ("%" if pct and value is not None else "")
+    if se is not None and value is not None:
+        text += f" ± {format(se, spec)}" + ("%" if pct else "")
+    return text
+
+
+def _count(r: dict, key: str) -> str:
+    """A count of one run (an integer), or ``mean ± SE`` over seeds."""
+    if r.get("seeds") and isinstance(r.get(key), (int, float)):
+        if _se(r, key) == 0 and float(r[key]).is_integer():
+            return str(int(r[key]))  # the same in every seed
+        return _pm(r, key)
+    return _fmt(r.get(key), "d") if isinstance(r.get(key), int) else _fmt(r.get(key), ".1f")
+
+
+def _acc_cell(r: dict, name: str) -> str:
+    cell = _pm(r, "val", name)
+    partial = (r.get("val_partial") or {}).get(name)
+    if partial and cell != EMPTY:
+        cell += f" (partial: {partial})"
+    return cell
+
+
 def table1(runs: dict[str, dict]) -> list[str]:
     sets = ordered_sets({s for r in runs.values() for s in r["val"] if s != "Avg"})
     lines = [
@@ -27,26 +69,26 @@ def table1(runs: dict[str, dict]) -> list[str]:
         "|---|" + "---|" * (len(sets) + 2),
     ]
     for name, r in runs.items():
-        cells = [_fmt(r["val"].get(s)) for s in sets]
-        lines.append(
-            f"| {name} | " + " | ".join(cells) + f" | {_fmt(r['val'].get('Avg'))} | {_fmt(r['gpu_hours'], '.3g')} |"
-        )
+        cells = [_acc_cell(r, s) for s in sets]
+        avg = _pm(r, "val", "Avg") + (" (partial)" if r.get("val_partial") and r["val"].get("Avg") is not None else "")
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {avg} | {_pm(r, 'gpu_hours', spec='.3g')} |")
     return lines
 
 
 def table2(runs: dict[str, dict]) -> list[str]:
-    columns: list[tuple[str, dict, int]] = []
+    # (column title, run, its phase-times key, its steps-averaged key)
+    columns: list[tuple[str, dict, str, str]] = []
     for name, r in runs.items():
-        if "seconds_per_step_warmup" in r:
-            columns.append((f"{name} warm-up", r["seconds_per_step_warmup"], r["warmup_steps_averaged"]))
-            columns.append((f"{name} filtered", r["seconds_per_step"], r["steps_averaged"]))
+        if isinstance(r.get("seconds_per_step_warmup"), dict):
+            columns.append((f"{name} warm-up", r, "seconds_per_step_warmup", "warmup_steps_averaged"))
+            columns.append((f"{name} filtered", r, "seconds_per_step", "steps_averaged"))
         else:
-            columns.append((name, r["seconds_per_step"], r["steps_averaged"]))
-    present = [p for p in PHASES if any(p[0] in c for _, c, _ in columns)]
-    lines = ["| phase (s/step) | " + " | ".join(c for c, _, _ in columns) + " |", "|---|" + "---|" * len(columns)]
+            columns.append((name, r, "seconds_per_step", "steps_averaged"))
+    present = [p for p in PHASES if any(p[0] in (r.get(key) or {}) for _, r, key, _ in columns)]
+    lines = ["| phase (s/step) | " + " | ".join(c[0] for c in columns) + " |", "|---|" + "---|" * len(columns)]
     for phase, label, _ in present:
-        lines.append(f"| {label} | " + " | ".join(_fmt(c.get(phase), ".2f") for _, c, _ in columns) + " |")
-    lines.append("| steps averaged | " + " | ".join(str(k) for _, _, k in columns) + " |")
+        lines.append(f"| {label} | " + " | ".join(_pm(r, key, phase, spec=".2f") for _, r, key, _ in columns) + " |")
+    lines.append("| steps averaged | " + " | ".join(_count(r, k) for _, r, _, k in columns) + " |")
     return lines
 
 
@@ -62,21 +104,23 @@ def accounting(runs: dict[str, dict]) -> list[str]:
     for name, r in runs.items():
         cells = [
             name,
-            str(r["prompts_rolled_out"]),
-            str(r["rollouts"]),
-            _fmt(r["useful_groups"], "d"),
-            _fmt(r["rollouts_per_useful_group"], ".1f"),
-            _pct(r["zero_adv_share"]),
+            _count(r, "prompts_rolled_out"),
+            _count(r, "rollouts"),
+            _count(r, "useful_groups"),
+            _pm(r, "rollouts_per_useful_group"),
+            _pm(r, "zero_adv_share", pct=True),
         ]
         if dapo:
             cells.append(
-                f"{r['dapo_zero_signal_groups']} / {r['dapo_surplus_groups']}"
-                if "dapo_zero_signal_groups" in r
+                f"{_count(r, 'dapo_zero_signal_groups')} / {_count(r, 'dapo_surplus_groups')}"
+                if r.get("dapo_zero_signal_groups") is not None
                 else EMPTY
             )
         if depo:
             cells.append(
-                f"{r['prompts_scanned']} / {_fmt(r.get('prompts_rejected'), 'd')}" if "prompts_scanned" in r else EMPTY
+                f"{_count(r, 'prompts_scanned')} / {_count(r, 'prompts_rejected')}"
+                if r.get("prompts_scanned") is not None
+                else EMPTY
             )
         lines.append("| " + " | ".join(cells) + " |")
     return lines
@@ -88,12 +132,14 @@ def markdown(report: dict, plots: dict[str, str], skipped_plots: dict[str, str])
     lines += ["| run | directory | training steps | GPUs | accuracy from |", "|---|---|---|---|---|"]
     for name, r in runs.items():
         gpus = f"{r['gpus']}" + (" (CPU run: trainer processes)" if r.get("device") == "cpu" else "")
-        lines.append(f"| {name} | {r['run_dir']} | {r['steps']} | {gpus} | {r['val_source'] or 'no validation'} |")
+        where = r["run_dir"] + (f" ({r['seeds']} seeds)" if r.get("seeds") else "")
+        lines.append(f"| {name} | {where} | {r['steps']} | {gpus} | {r['val_source'] or 'no validation'} |")
     lines += ["", "## Table 1: accuracy (%) and GPU-hours", ""] + table1(runs)
     lines += [
         "",
         "Avg is the unweighted mean over the run's sets; GPU-hours = total step seconds x GPUs / 3600. "
-        "An empty cell: the run has no accuracy for that set.",
+        "An empty cell: the run has no accuracy for that set. A method given several run directories "
+        "(seeds) shows mean ± standard error over them.",
         "",
         "## Table 2: seconds per training step by phase",
         "",

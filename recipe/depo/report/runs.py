@@ -54,7 +54,7 @@ def _clean(value: Any) -> Any:
 def read_metrics_file(path: Path) -> list[tuple[int, dict]]:
     """``(step, data)`` per record. A line that is not a JSON record is an error naming the file
     and line, except an unterminated last line (the run was killed mid-write), which is dropped."""
-    raw = path.read_bytes()
+    raw = _read_bytes(path, "metrics (verl's file logger)")
     lines = raw.split(b"\n")
     torn = lines.pop() if lines else b""
     if torn.strip():
@@ -76,6 +76,13 @@ def read_metrics_file(path: Path) -> list[tuple[int, dict]]:
             raise ReportError(f'{path} line {number}: expected {{"step": int, "data": {{...}}}}')
         records.append((record["step"], {k: _clean(v) for k, v in record["data"].items()}))
     return records
+
+
+def _read_bytes(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:  # a directory in its place, no permission, ...
+        raise ReportError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
 
 
 def metrics_parts(run_dir: Path) -> list[Path]:
@@ -176,11 +183,15 @@ def read_run(name: str, run_dir: str | Path) -> RunData:
     summary = run_dir / "eval" / "summary.json"
     if summary.exists():
         try:
-            run.eval_summary = json.loads(summary.read_text())
-        except json.JSONDecodeError:
+            run.eval_summary = json.loads(_read_bytes(summary, "evaluate summary"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
             raise ReportError(f"run {name}: {summary} is not JSON") from None
         if not isinstance(run.eval_summary, dict) or not isinstance(run.eval_summary.get("sets"), dict):
             raise ReportError(f"run {name}: {summary} has no 'sets' (expected recipe.depo.evaluate's summary)")
+        for set_name, entry in run.eval_summary["sets"].items():
+            acc = entry.get("acc") if isinstance(entry, dict) else "missing"
+            if acc is not None and (isinstance(acc, bool) or not isinstance(acc, (int, float)) or not 0 <= acc <= 100):
+                raise ReportError(f"run {name}: {summary}: sets.{set_name}.acc must be a percentage, got {acc!r}")
     if (run_dir / "rollouts").is_dir():
         run.rollout_dir = run_dir / "rollouts"
     return run
@@ -192,16 +203,23 @@ def zero_adv_from_dump(path: Path) -> float | None:
     if not path.exists():
         return None
     groups: dict[str, list[float]] = defaultdict(list)
-    for line in path.read_text().splitlines():
+    try:
+        text = _read_bytes(path, "rollout dump").decode("utf-8")
+    except UnicodeDecodeError:
+        raise ReportError(f"{path}: not UTF-8 text (expected verl's rollout dump)") from None
+    for line in text.splitlines():
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
             raise ReportError(f"{path}: a line is not JSON (expected verl's rollout dump)") from None
+        score = row.get("score", 0.0) if isinstance(row, dict) else None
+        if isinstance(score, bool) or not isinstance(score, (int, float)):
+            raise ReportError(f"{path}: a line is not a rollout record with a numeric 'score' (verl's rollout dump)")
         uid = str(row.get("uid", ""))
         key = uid.rsplit("_", 2)[0] if uid.count("_") >= 2 else str(row.get("input", ""))
-        groups[key].append(float(row.get("score", 0.0)))
+        groups[key].append(float(score))
     if not groups:
         return None
     return sum(1 for s in groups.values() if len(s) > 1 and max(s) - min(s) <= 1e-6) / len(groups)

@@ -69,12 +69,24 @@ def _with_avg(per_set: dict[str, float]) -> dict[str, float]:
     return out
 
 
+def partial_sets(run: RunData) -> dict[str, str]:
+    """Sets of the run's eval summary with results for only part of their queries (a ``--limit``
+    run): set -> "queries of total"."""
+    if run.eval_summary is None:
+        return {}
+    return {
+        s: f"{v.get('queries')} of {v.get('total')}"
+        for s, v in run.eval_summary["sets"].items()
+        if v.get("partial") and v.get("acc") is not None
+    }
+
+
 def accuracy(run: RunData) -> tuple[dict[str, float], str | None]:
     """``({set: %, "Avg": %}, where it came from)``; ``({}, None)`` for a run without any."""
     if run.eval_summary is not None:
         sets = {s: float(v["acc"]) for s, v in run.eval_summary["sets"].items() if v.get("acc") is not None}
         n = (run.eval_summary.get("settings") or {}).get("n")
-        return _with_avg(sets), f"eval/summary.json (Avg@{n})"
+        return _with_avg(sets), f"eval/summary.json (Avg@{n})"  # partial sets: ``partial_sets``
     for step in sorted(run.validations, reverse=True):
         per_set, k = validation_accuracy(run.validations[step])
         if per_set:
@@ -189,11 +201,13 @@ def series(run: RunData) -> dict[str, list[tuple[float, float]]]:
             if value is not None:
                 out[name].append((step, value))
     out["val_vs_rollouts"] = []
+    out["val_by_step"] = []  # (validation step, cumulative rollouts, accuracy): seeds align by step
     for step, data in sorted(run.validations.items()):
         per_set, _ = validation_accuracy(data)
         at = cumulative.get(step, max((v for s, v in cumulative.items() if s <= step), default=0.0))
         if per_set:
             out["val_vs_rollouts"].append((at, mean(per_set.values())))
+            out["val_by_step"].append((step, at, mean(per_set.values())))
     return out
 
 
@@ -222,6 +236,7 @@ def run_report(run: RunData, gpus_override: int | None = None, skip_steps: int =
             "zero_adv_share": accounting.pop("zero_adv_share"),
             "val": val,
             "val_source": val_source,
+            "val_partial": partial_sets(run),
             "gpus": g,
             "device": run.config.get("device"),
             "gpu_hours": total_seconds * g / 3600.0,
