@@ -404,18 +404,22 @@ class DepoSelector(FilterSelector):
 class HistoryOracle:
     """E[p_i(t) | text, the prompt's own outcomes so far]: the simulation's exact Bayes posterior.
 
-    The prior over a prompt's hidden offset and hidden speed factor is the Gauss-Hermite grid
-    ``SimPolicy.text_p`` integrates over; every labelled group (successes out of n at step t')
-    multiplies each grid point by its binomial likelihood at t'. Without outcomes it is exactly
-    ``text_p``.
+    The prior over a prompt's hidden offset is a fine even grid over +-5 sd (81 points, weights
+    of the normal density; a Gauss-Hermite grid is too coarse once outcomes pin the offset down)
+    and over its hidden speed factor the Gauss-Hermite grid ``SimPolicy.text_p`` uses; every
+    labelled group (successes out of n at step t') multiplies each grid point by its binomial
+    likelihood at t'. Without outcomes it is ``text_p`` (to quadrature precision).
     """
 
-    def __init__(self, policy: SimPolicy) -> None:
+    def __init__(self, policy: SimPolicy, points: int = 81) -> None:
         wl = policy.workload
         self.policy = policy
-        self.hidden = wl.hidden_sd * policy._nodes
+        grid = np.linspace(-5.0, 5.0, points)
+        hidden_weights = np.exp(-0.5 * grid**2)
+        self.hidden = wl.hidden_sd * grid
         self.speed_noise = np.exp(wl.speed_sd * policy._nodes - 0.5 * wl.speed_sd**2)
-        self.log_prior = np.log(policy._weights[:, None] * policy._weights[None, :])
+        prior = (hidden_weights / hidden_weights.sum())[:, None] * policy._weights[None, :]
+        self.log_prior = np.log(prior)
         self.loglik: dict[int, np.ndarray] = {}
 
     def _grid_p(self, ids: np.ndarray, step: int) -> np.ndarray:
@@ -439,7 +443,7 @@ class HistoryOracle:
         ids = np.asarray(ids, dtype=np.int64)
         p = np.clip(self._grid_p(ids, step), 1e-12, 1.0 - 1e-12)
         s = np.asarray(successes, dtype=np.float64)[:, None, None]
-        ll = s * np.log(p) + (n - s) * np.log1p(-p)
+        ll = (s * np.log(p) + (n - s) * np.log1p(-p)).astype(np.float32)  # memory: a grid per prompt
         for i, grid in zip(ids, ll):
             i = int(i)
             self.loglik[i] = self.loglik[i] + grid if i in self.loglik else grid
