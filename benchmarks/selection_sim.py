@@ -901,8 +901,12 @@ def write_png(path: str, results: dict[str, dict], settings: SimSettings, smooth
         print("matplotlib is not installed: no PNG written", file=sys.stderr)
         return False
     workloads = list(results)
-    fig, axes = plt.subplots(1, len(workloads), figsize=(6 * len(workloads), 4.5), squeeze=False)
-    for ax, wl in zip(axes[0], workloads):
+    cols = min(4, len(workloads))
+    rows = math.ceil(len(workloads) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, 4.5 * rows), squeeze=False)
+    for ax in axes.flat[len(workloads) :]:
+        ax.axis("off")
+    for ax, wl in zip(axes.flat, workloads):
         for name, rec in results[wl]["records"].items():
             share = np.asarray(rec["useful"], dtype=np.float64) / np.asarray(rec["groups"], dtype=np.float64)
             smoothed = moving_average(share, smooth)
@@ -914,7 +918,7 @@ def write_png(path: str, results: dict[str, dict], settings: SimSettings, smooth
         ax.set_ylabel(f"useful (non-zero-advantage) share, {smooth}-step mean")
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=8, loc="lower right")
+    axes.flat[len(workloads) - 1].legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp.png"
@@ -922,6 +926,66 @@ def write_png(path: str, results: dict[str, dict], settings: SimSettings, smooth
     plt.close(fig)
     os.replace(tmp, path)
     return True
+
+
+COMBINED_ROWS = ("greso", "posterior", "paper", "defaults", "hybrid")
+COMBINED_ORACLES = ("oracle_text", "oracle_history", "oracle_true")
+
+
+def combined_tables(runs: Sequence[tuple[str, float | None, dict]]) -> str:
+    """Markdown tables over several runs (workload, epochs, summaries): gains against uniform,
+    shares of the history oracle's gain above uniform, the goals, and the estimators' cost."""
+
+    def cell(summaries: dict, name: str, key: str, fmt: str) -> str:
+        value = summaries.get(name, {}).get(key, float("nan"))
+        return "-" if value != value else fmt.format(value)
+
+    gains, shares = [], []
+    for workload, epochs, s in runs:
+        label = [workload, "-" if epochs is None else f"{epochs:g}"]
+        gains.append(
+            label
+            + [cell(s, "uniform", "useful_per_rollout", "{:.4f}")]
+            + [cell(s, n, "gain", "{:.2f}x") for n in (*COMBINED_ROWS, *COMBINED_ORACLES)]
+        )
+        goals = ["MET" if line.endswith(": MET") else "NOT MET" for line in peer_goals(s, epochs)]
+        shares.append(
+            label
+            + [cell(s, n, "of_history_excess", "{:.0%}") for n in (*COMBINED_ROWS, "oracle_text")]
+            + [" / ".join(goals) or "-"]
+            + [cell(s, n, "estimator_s_per_step", "{:.3f}") for n in ("defaults", "hybrid")]
+        )
+    first = ["workload", "epochs"]
+    head_gain = first + ["uniform useful/rollout", *(f"{n}" for n in (*COMBINED_ROWS, *COMBINED_ORACLES))]
+    head_share = first + [*COMBINED_ROWS, "oracle_text", "goals", "defaults est. s/step", "hybrid est. s/step"]
+    return (
+        "Useful groups per rollout: uniform's, and each selector's gain over it\n\n"
+        + markdown_table(head_gain, gains, left=2)
+        + "\n\nShare of oracle_history's gain above uniform, (gain - 1) / (oracle_history gain - 1); goals: "
+        "hybrid or defaults >= best peer / hybrid >= defaults (epochs > 1 only) / hybrid >= 90%\n\n"
+        + markdown_table(head_share, shares, left=2)
+    )
+
+
+def combine(paths: Sequence[str], png: str | None) -> int:
+    """Tables (and one PNG) from the JSON files of earlier runs; runs nothing."""
+    runs, results, settings = [], {}, None
+    for path in paths:
+        with open(path) as f:
+            data = json.load(f)
+        epochs = data["settings"].get("epochs")
+        known = {k: v for k, v in data["settings"].items() if k in {f.name for f in dataclasses.fields(SimSettings)}}
+        settings = settings or SimSettings(**known)
+        for workload, result in data["workloads"].items():
+            runs.append((workload, epochs, result["summaries"]))
+            label = workload if epochs is None else f"{workload}, epochs {epochs:g}"
+            results[label] = result
+        print(f"{path}: {data['machine']}; settings {known}")
+    print()
+    print(combined_tables(runs))
+    if png and settings is not None and write_png(png, results, settings):
+        print(f"\nPNG: {png}")
+    return 0
 
 
 def machine_description() -> str:
@@ -1000,7 +1064,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--png", default=os.path.join("outputs", "selection_sim.png"), help="'' for none")
     parser.add_argument("--json", default=None, help="write every number (per step too) to this file")
     parser.add_argument("--progress", action="store_true", help="progress lines on stderr")
+    parser.add_argument(
+        "--combine", nargs="+", metavar="JSON", help="print the tables of earlier runs' --json files (runs nothing)"
+    )
     args = parser.parse_args(argv)
+    if args.combine:
+        return combine(args.combine, args.png)
 
     import torch
     import transformers
