@@ -968,23 +968,48 @@ def combined_tables(runs: Sequence[tuple[str, float | None, dict]]) -> str:
 
 
 def combine(paths: Sequence[str], png: str | None) -> int:
-    """Tables (and one PNG) from the JSON files of earlier runs; runs nothing."""
-    runs, results, settings = [], {}, None
+    """Tables (and one PNG) from the JSON files of earlier runs; runs nothing.
+
+    Runs of the same workload and epochs are merged into one set of rows (the selectors of a
+    workload may be run in separate invocations, e.g. one per estimator row, to keep each short):
+    all of them must have the same settings, so they share the pool, the policy and the outcomes.
+    """
+    merged: dict[tuple[str, float | None], dict] = {}
+    settings_of: dict[tuple[str, float | None], dict] = {}
+    machines = set()
     for path in paths:
         with open(path) as f:
             data = json.load(f)
         epochs = data["settings"].get("epochs")
         known = {k: v for k, v in data["settings"].items() if k in {f.name for f in dataclasses.fields(SimSettings)}}
-        settings = settings or SimSettings(**known)
+        known.pop("threads", None)  # does not change what is selected
+        machines.add(data["machine"])
         for workload, result in data["workloads"].items():
-            runs.append((workload, epochs, result["summaries"]))
-            label = workload if epochs is None else f"{workload}, epochs {epochs:g}"
-            results[label] = result
-        print(f"{path}: {data['machine']}; settings {known}")
+            key = (workload, epochs)
+            if key in settings_of and settings_of[key] != known:
+                raise SystemExit(f"{path}: {workload} with settings {known}, an earlier file {settings_of[key]}")
+            settings_of[key] = known
+            entry = merged.setdefault(key, {"records": {}, "summaries": {}})
+            entry["records"].update(result["records"])
+            entry["summaries"].update({n: dict(v) for n, v in result["summaries"].items()})
+    runs, results = [], {}
+    for (workload, epochs), result in merged.items():
+        order = [n for n in DEFAULT_SELECTORS if n in result["summaries"]]
+        order += [n for n in result["summaries"] if n not in order]
+        result["summaries"] = {n: result["summaries"][n] for n in order}
+        add_gains(result["summaries"])
+        runs.append((workload, epochs, result["summaries"]))
+        results[workload if epochs is None else f"{workload}, epochs {epochs:g}"] = result
+    for machine in sorted(machines):
+        print(f"machine: {machine}")
+    for (workload, epochs), known in settings_of.items():
+        print(f"{workload}, epochs {epochs}: {known}")
     print()
     print(combined_tables(runs))
-    if png and settings is not None and write_png(png, results, settings):
-        print(f"\nPNG: {png}")
+    if png and merged:
+        first = next(iter(settings_of.values()))
+        if write_png(png, results, SimSettings(**first)):
+            print(f"\nPNG: {png}")
     return 0
 
 

@@ -249,3 +249,18 @@ def test_benchmark_orders_oracles_above_defaults_above_uniform_on_the_easy_workl
     s = json.loads(out.read_text())["workloads"]["easy"]["summaries"]
     assert s["oracle_history"]["gain"] > s["oracle_text"]["gain"] > s["defaults"]["gain"] > 1.5
     assert s["hybrid"]["gain"] > 1.5 and s["uniform"]["gain"] == 1.0
+
+
+def test_combined_tables_list_every_run_with_its_goals(sim):
+    s = {
+        "uniform": {"useful_per_rollout": 0.05},
+        "greso": {"useful_per_rollout": 0.06},
+        "defaults": {"useful_per_rollout": 0.09, "estimator_s_per_step": 0.25},
+        "hybrid": {"useful_per_rollout": 0.11, "estimator_s_per_step": 0.3},
+        "oracle_history": {"useful_per_rollout": 0.12},
+    }
+    sim.add_gains(s)
+    text = sim.combined_tables([("easy", 1.0, s), ("easy", 3.0, s)])
+    assert "| easy     | 1      |                 0.0500 | 1.20x |" in text
+    # hybrid gains 2.2x of the oracle's 2.4x: (2.2 - 1) / (2.4 - 1) = 86%.
+    assert "MET / NOT MET |" in text and "MET / MET / NOT MET |" in text and "86%" in text
