@@ -993,7 +993,8 @@ def combine(paths: Sequence[str], png: str | None) -> int:
             entry["records"].update(result["records"])
             entry["summaries"].update({n: dict(v) for n, v in result["summaries"].items()})
     runs, results = [], {}
-    for (workload, epochs), result in merged.items():
+    rank = {name: i for i, name in enumerate(WORKLOADS)}
+    for (workload, epochs), result in sorted(merged.items(), key=lambda kv: (rank.get(kv[0][0], 99), kv[0][1] or 0)):
         order = [n for n in DEFAULT_SELECTORS if n in result["summaries"]]
         order += [n for n in result["summaries"] if n not in order]
         result["summaries"] = {n: result["summaries"][n] for n in order}
