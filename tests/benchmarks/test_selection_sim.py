@@ -264,3 +264,20 @@ def test_combined_tables_list_every_run_with_its_goals(sim):
     assert "| easy     | 1      |                 0.0500 | 1.20x |" in text
     # hybrid gains 2.2x of the oracle's 2.4x: (2.2 - 1) / (2.4 - 1) = 86%.
     assert "MET / NOT MET |" in text and "MET / MET / NOT MET |" in text and "86%" in text
+
+
+def test_peer_rows_are_the_recipes_selector_modules_with_checked_overrides(sim, capsys):
+    from recipe.depo.selectors import GresoSelector, HybridSelector
+
+    _, pool, policy = tiny_world(sim, [0.5] * 8)
+    settings = sim.SimSettings(steps=2, batch=4, warmup=1, pool_size=8)
+    row = sim.build_selector("greso+p_min=0.1", pool, policy, settings, backbone_dir="unused")
+    assert isinstance(row.selector, GresoSelector) and row.selector.config.p_min == 0.1
+    assert row.estimator is None and row.max_scan == 32
+    assert sim.module_settings("hybrid+prior_weight=4").hybrid.prior_weight == 4.0
+    assert sim.is_module_selector("hybrid") and not sim.is_module_selector("defaults")
+    assert HybridSelector.needs_estimator and not GresoSelector.needs_estimator
+    with pytest.raises(SystemExit):
+        sim.main(["--selectors", "uniform,hybrid+decay=2,posterior+prior_beta=-1", "--png", ""])
+    err = capsys.readouterr().err
+    assert "depo.filter.selector.hybrid.decay: must be in (0.0, 1.0], got 2" in err
