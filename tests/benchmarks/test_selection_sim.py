@@ -160,3 +160,124 @@ def test_benchmark_runs_end_to_end_on_a_small_setting(sim, tmp_path):
             assert summaries[name]["estimator_s_per_step"] > 0
             assert len(data["workloads"][workload]["records"][name]["useful"]) == 24
     assert png.stat().st_size > 0
+
+
+def test_history_oracle_without_outcomes_is_the_text_oracle(sim):
+    _, _, policy = tiny_world(sim, [0.3, 0.6, 0.9], hidden_sd=1.5, speed_sd=0.4, drift=0.5, hidden=[1.0, -2.0, 0.3])
+    oracle = sim.HistoryOracle(policy)
+    ids = np.arange(3)
+    np.testing.assert_allclose(oracle.score(ids, 40), policy.text_p(ids, 40), atol=1e-6)
+
+
+def test_history_oracle_learns_a_prompts_hidden_offset_from_its_outcomes(sim):
+    # Text says 0.5 for both; the hidden offsets make them 0.88 and 0.12. After 400 rollouts each
+    # at the true rates, the posterior mean sits near the truth; the unseen prompt stays at 0.5.
+    _, _, policy = tiny_world(sim, [0.5, 0.5, 0.5], hidden_sd=2.0, hidden=[2.0, -2.0, 0.0])
+    oracle = sim.HistoryOracle(policy)
+    truth = policy.true_p(np.arange(2), 0)
+    oracle.observe(np.arange(2), np.rint(truth * 400), 400, step=0)
+    np.testing.assert_allclose(oracle.score(np.arange(3), 0), [*truth, 0.5], atol=0.01)
+
+
+def test_hidden_workload_text_explains_about_a_third(sim):
+    assert 0.3 < sim.text_share(sim.WORKLOADS["hidden"]) < 0.37
+    for name in ("even", "easy", "bimodal"):
+        assert sim.text_share(sim.WORKLOADS[name]) > 0.8
+
+
+def test_gains_above_uniform_against_each_oracle_by_hand(sim):
+    summaries = {
+        "uniform": {"useful_per_rollout": 0.05},
+        "oracle_text": {"useful_per_rollout": 0.10},
+        "oracle_history": {"useful_per_rollout": 0.15},
+        "hybrid": {"useful_per_rollout": 0.14},
+        "defaults": {"useful_per_rollout": 0.09},
+        "greso": {"useful_per_rollout": 0.06},
+        "posterior": {"useful_per_rollout": 0.07},
+    }
+    sim.add_gains(summaries)
+    # hybrid gains 2.8x; the history oracle 3x: (2.8 - 1) / (3 - 1) = 90%; uniform scores 0%.
+    assert summaries["hybrid"]["of_history_excess"] == pytest.approx(0.9)
+    assert summaries["defaults"]["of_history_excess"] == pytest.approx(0.4)
+    assert summaries["defaults"]["of_text_excess"] == pytest.approx(0.8)
+    assert summaries["uniform"]["of_history_excess"] == 0.0
+    lines = sim.peer_goals(summaries, epochs=3)
+    assert [line.rsplit(": ", 1)[1] for line in lines] == ["MET", "MET", "MET"]
+    assert len(sim.peer_goals(summaries, epochs=1)) == 2  # hybrid vs defaults only when prompts repeat
+    summaries["posterior"].update(gain=3.0)
+    assert sim.peer_goals(summaries, epochs=1)[0].endswith("NOT MET")
+
+
+def test_module_selector_fills_from_the_centre_and_learns_from_outcomes(sim):
+    # GRESO after every prompt was all right once and p_easy is 0.05: almost everything is
+    # skipped, the scan cap hits and the fill completes the batch.
+    from recipe.depo.selectors import GresoConfig, GresoSelector
+
+    _, pool, policy = tiny_world(sim, [0.999] * 30)
+    greso = GresoSelector(GresoConfig(p_easy=0.05))
+    greso.update([str(i) for i in range(30)], np.ones(30), n=8)
+    stream = sim.PromptStream(len(pool), seed=0)
+    run = sim.ModuleSelector("greso", stream, batch=4, selector=greso, max_scan=8, n=8)
+    choice = run.choose(step=1)
+    assert len(choice.ids) == 4 and choice.scanned == 8
+    assert choice.reasons.count("fill") == 4 - choice.reasons.count("window")
+    successes, logprob = policy.rollout(choice.ids, 1, 8)
+    run.observe(1, choice.ids, successes / 8, logprob)
+    assert all(greso.history[str(i)][0] == 2 for i in choice.ids if successes[list(choice.ids).index(i)] == 8)
+
+
+def test_epochs_sets_the_run_length_from_the_pool(sim, tmp_path):
+    out = tmp_path / "e.json"
+    args = ["--workloads", "hidden", "--epochs", "2", "--pool-size", "50", "--batch", "8", "--warmup", "2"]
+    args += ["--selectors", "uniform,greso,posterior,oracle_history", "--json", str(out), "--png", ""]
+    assert sim.main(args) == 0
+    data = json.loads(out.read_text())
+    records = data["workloads"]["hidden"]["records"]
+    assert len(records["uniform"]["useful"]) == 13  # ceil(2 x 50 / 8)
+    assert records["uniform"]["passes"][-1] == pytest.approx(13 * 8 / 50)
+    assert data["settings"]["epochs"] == 2
+    assert set(data["workloads"]["hidden"]["summaries"]["greso"]) >= {"gain", "of_history_excess"}
+
+
+def test_benchmark_orders_oracles_above_defaults_above_uniform_on_the_easy_workload(sim, tmp_path):
+    """A small run of the real estimator and filter (about 15 s): a change that breaks selection
+    drops ``defaults`` toward uniform and fails here."""
+    out = tmp_path / "order.json"
+    args = ["--steps", "40", "--warmup", "8", "--batch", "16", "--pool-size", "400", "--workloads", "easy"]
+    args += ["--selectors", "uniform,defaults,hybrid,oracle_text,oracle_history", "--json", str(out), "--png", ""]
+    assert sim.main(args) == 0
+    s = json.loads(out.read_text())["workloads"]["easy"]["summaries"]
+    assert s["oracle_history"]["gain"] > s["oracle_text"]["gain"] > s["defaults"]["gain"] > 1.5
+    assert s["hybrid"]["gain"] > 1.5 and s["uniform"]["gain"] == 1.0
+
+
+def test_combined_tables_list_every_run_with_its_goals(sim):
+    s = {
+        "uniform": {"useful_per_rollout": 0.05},
+        "greso": {"useful_per_rollout": 0.06},
+        "defaults": {"useful_per_rollout": 0.09, "estimator_s_per_step": 0.25},
+        "hybrid": {"useful_per_rollout": 0.11, "estimator_s_per_step": 0.3},
+        "oracle_history": {"useful_per_rollout": 0.12},
+    }
+    sim.add_gains(s)
+    text = sim.combined_tables([("easy", 1.0, s), ("easy", 3.0, s)])
+    assert "| easy     | 1      |                 0.0500 | 1.20x |" in text
+    # hybrid gains 2.2x of the oracle's 2.4x: (2.2 - 1) / (2.4 - 1) = 86%.
+    assert "MET / NOT MET |" in text and "MET / MET / NOT MET |" in text and "86%" in text
+
+
+def test_peer_rows_are_the_recipes_selector_modules_with_checked_overrides(sim, capsys):
+    from recipe.depo.selectors import GresoSelector, HybridSelector
+
+    _, pool, policy = tiny_world(sim, [0.5] * 8)
+    settings = sim.SimSettings(steps=2, batch=4, warmup=1, pool_size=8)
+    row = sim.build_selector("greso+p_min=0.1", pool, policy, settings, backbone_dir="unused")
+    assert isinstance(row.selector, GresoSelector) and row.selector.config.p_min == 0.1
+    assert row.estimator is None and row.max_scan == 32
+    assert sim.module_settings("hybrid+prior_weight=4").hybrid.prior_weight == 4.0
+    assert sim.is_module_selector("hybrid") and not sim.is_module_selector("defaults")
+    assert HybridSelector.needs_estimator and not GresoSelector.needs_estimator
+    with pytest.raises(SystemExit):
+        sim.main(["--selectors", "uniform,hybrid+decay=2,posterior+prior_beta=-1", "--png", ""])
+    err = capsys.readouterr().err
+    assert "depo.filter.selector.hybrid.decay: must be in (0.0, 1.0], got 2" in err
