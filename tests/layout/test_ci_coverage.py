@@ -13,9 +13,9 @@ FAST_COUNTERPARTS = {
     # steps in the default suite) or one of the two .ci/run trains, with other knobs (model size,
     # data file, estimator loss weights, DEPO off without dynamic sampling); the compose test builds
     # every launcher's full hydra config and runs DEPO's and verl's start-up checks on it.
-    "tests/e2e/test_gpu_launchers_on_cpu.py::test_gpu_launcher_two_steps_on_cpu": [
-        "tests/e2e/test_gpu_launchers_on_cpu.py::test_gpu_launcher_two_steps_on_cpu",  # [run_depo_qwen7b.sh]
-        "tests/trainer/test_depo_launchers.py::test_launcher_overrides_compose_and_validate",
+    "tests/launchers/test_gpu_launchers.py::test_gpu_launcher_two_steps_on_cpu": [
+        "tests/launchers/test_gpu_launchers.py::test_gpu_launcher_two_steps_on_cpu",  # [run_depo_qwen7b.sh]
+        "tests/launchers/test_gpu_launchers.py::test_launcher_overrides_compose_and_validate",
     ],
 }
 
