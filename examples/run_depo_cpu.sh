@@ -50,16 +50,32 @@ OUT_DIR=${OUT_DIR:-/tmp/cpu_depo_demo}
 DATA_DIR=${DATA_DIR:-$OUT_DIR/data}
 SEED=${SEED:-0}
 TRAIN_SIZE=${TRAIN_SIZE:-1200}
-VAL_SIZE=${VAL_SIZE:-120}                  # 20 per tier
+VAL_SIZE=${VAL_SIZE:-240}                  # 40 per tier
 STEPS=${STEPS:-10}                         # trainer.total_training_steps
 BATCH=${BATCH:-16}                         # prompts per step
 N=${N:-4}                                  # rollouts per prompt (GRPO group size)
 MINI_BATCH=${MINI_BATCH:-$BATCH}           # one optimizer step per training step
 PROMPT_LEN=${PROMPT_LEN:-48}
 RESPONSE_LEN=${RESPONSE_LEN:-12}
-# higher makes this tiny policy drift (5e-4 collapsed validation 0.41 -> 0.05 in 15 steps)
-LR=${LR:-5e-5}
+# noisy: warm-started on near-miss answers: it can compute the answers but is unreliable, so RL's
+#        sharpening is improvement (recipe/depo/demo/noisy_policy.py)
+# tiny:  warm-started on correct answers, already at what it can represent: RL only sharpens it
+POLICY=${POLICY:-noisy}
 TEMPERATURE=${TEMPERATURE:-1.0}
+case "$POLICY" in
+  noisy)
+    LR=${LR:-2e-4}
+    # sampled validation, VAL_N answers per prompt at the training temperature: the accuracy GRPO
+    # moves (the paper's Avg@32 is sampled too)
+    VAL_N=${VAL_N:-4}
+    VAL_TEMPERATURE=${VAL_TEMPERATURE:-$TEMPERATURE} ;;
+  tiny)
+    # higher makes the tiny policy drift (5e-4 collapsed validation 0.41 -> 0.05 in 15 steps)
+    LR=${LR:-5e-5}
+    VAL_N=${VAL_N:-1}
+    VAL_TEMPERATURE=${VAL_TEMPERATURE:-0} ;;   # greedy
+  *) echo "POLICY must be 'noisy' or 'tiny', got '$POLICY'" >&2; exit 2 ;;
+esac
 TEST_FREQ=${TEST_FREQ:-5}
 SAVE_FREQ=${SAVE_FREQ:--1}                 # checkpoint every N steps (-1: never)
 RESUME_MODE=${RESUME_MODE:-disable}        # auto: continue from the latest checkpoint in OUT_DIR
@@ -124,8 +140,11 @@ else
   echo "   reusing existing parquet files"
 fi
 
-echo "== [2/4] tiny policy (built once, then cached)"
-MODEL_DIR=$(python -m recipe.depo.demo.tiny_policy --eval | tail -n 1)
+echo "== [2/4] $POLICY policy (built once, then cached)"
+case "$POLICY" in
+  noisy) MODEL_DIR=$(python -m recipe.depo.demo.noisy_policy --eval | tail -n 1) ;;
+  tiny) MODEL_DIR=$(python -m recipe.depo.demo.tiny_policy --eval | tail -n 1) ;;
+esac
 echo "   $MODEL_DIR"
 
 REWARD_PY=$(python -c 'import recipe.depo.reward as r; print(r.__file__)')
@@ -172,6 +191,9 @@ timeout --signal=INT --kill-after=30 "$TIMEOUT_S" python -m "$ENTRY" "${CONFIG_A
   actor_rollout_ref.actor.entropy_coeff=0 \
   actor_rollout_ref.rollout.n="$N" \
   actor_rollout_ref.rollout.temperature="$TEMPERATURE" \
+  actor_rollout_ref.rollout.val_kwargs.n="$VAL_N" \
+  actor_rollout_ref.rollout.val_kwargs.do_sample="$([[ "$VAL_TEMPERATURE" == 0 || "$VAL_TEMPERATURE" == 0.0 ]] && echo false || echo true)" \
+  actor_rollout_ref.rollout.val_kwargs.temperature="$VAL_TEMPERATURE" \
   actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu="$((BATCH * N))" \
   actor_rollout_ref.rollout.calculate_log_probs=true \
   reward.custom_reward_function.path="$REWARD_PY" \
