@@ -11,6 +11,7 @@
 #   MODE=dapo bash examples/run_depo_cpu.sh       # GRPO + verl's DAPO dynamic sampling (algorithm.filter_groups)
 #   MODE=compare bash examples/run_depo_cpu.sh    # GRPO, DAPO and DEPO on the same data, policy and seed,
 #                                                 # then one side-by-side report ($OUT_DIR/report)
+#   POLICY=noisy bash examples/run_depo_cpu.sh    # the near-miss warm start, validated with 4 sampled answers
 #
 # MODE=depo (default) trains through recipe.depo.main_depo: the all-MiniLM-L6-v2 estimator scores
 # candidate prompts and only those predicted inside the window are rolled out after warm-up.
@@ -50,17 +51,17 @@ OUT_DIR=${OUT_DIR:-/tmp/cpu_depo_demo}
 DATA_DIR=${DATA_DIR:-$OUT_DIR/data}
 SEED=${SEED:-0}
 TRAIN_SIZE=${TRAIN_SIZE:-1200}
-VAL_SIZE=${VAL_SIZE:-240}                  # 40 per tier
 STEPS=${STEPS:-10}                         # trainer.total_training_steps
 BATCH=${BATCH:-16}                         # prompts per step
 N=${N:-4}                                  # rollouts per prompt (GRPO group size)
 MINI_BATCH=${MINI_BATCH:-$BATCH}           # one optimizer step per training step
 PROMPT_LEN=${PROMPT_LEN:-48}
 RESPONSE_LEN=${RESPONSE_LEN:-12}
-# noisy: warm-started on near-miss answers: it can compute the answers but is unreliable, so RL's
-#        sharpening is improvement (recipe/depo/demo/noisy_policy.py)
 # tiny:  warm-started on correct answers, already at what it can represent: RL only sharpens it
-POLICY=${POLICY:-noisy}
+# noisy: tiny + a fine-tune on near-miss answers: it can compute the answers but is unreliable, so
+#        RL's sharpening would be improvement (recipe/depo/demo/noisy_policy.py; docs/compare.md,
+#        "Learning on CPU", has what GRPO measured on it)
+POLICY=${POLICY:-tiny}
 TEMPERATURE=${TEMPERATURE:-1.0}
 case "$POLICY" in
   noisy)
@@ -68,12 +69,14 @@ case "$POLICY" in
     # sampled validation, VAL_N answers per prompt at the training temperature: the accuracy GRPO
     # moves (the paper's Avg@32 is sampled too)
     VAL_N=${VAL_N:-4}
-    VAL_TEMPERATURE=${VAL_TEMPERATURE:-$TEMPERATURE} ;;
+    VAL_TEMPERATURE=${VAL_TEMPERATURE:-$TEMPERATURE}
+    VAL_SIZE=${VAL_SIZE:-240} ;;             # 40 per tier, x VAL_N samples
   tiny)
     # higher makes the tiny policy drift (5e-4 collapsed validation 0.41 -> 0.05 in 15 steps)
     LR=${LR:-5e-5}
     VAL_N=${VAL_N:-1}
-    VAL_TEMPERATURE=${VAL_TEMPERATURE:-0} ;;   # greedy
+    VAL_TEMPERATURE=${VAL_TEMPERATURE:-0}    # greedy
+    VAL_SIZE=${VAL_SIZE:-120} ;;             # 20 per tier
   *) echo "POLICY must be 'noisy' or 'tiny', got '$POLICY'" >&2; exit 2 ;;
 esac
 TEST_FREQ=${TEST_FREQ:-5}
