@@ -9,11 +9,11 @@ the policy is unreliable, and RL moves probability onto the answers it can alrea
 This warm start reproduces that on CPU. The same architecture and tokenizer are trained with a
 share of wrong targets -- the right answer off by 1 to 3 -- and the share grows with the tier
 (``NOISE``), so the policy learns to compute every answer it can but, sampled at temperature 1,
-writes a near miss about as often as its warm-start data did. Difficulty stays readable from the
-prompt text (digits and operands give the tier), RL's sharpening toward the rewarded answer *is*
-improvement, and it reaches the upper tiers last: prompts move from too hard through the window
-to too easy as training goes. The two top tiers stay beyond the model (carries it cannot see
-ahead), the always-failed prompts an estimator should learn to skip.
+writes near misses often. Difficulty stays readable from the prompt text (digits and operands
+give the tier), and the intent is that RL's sharpening toward the rewarded answer is improvement.
+The two top tiers stay beyond the model (carries it cannot see ahead): the always-failed prompts
+an estimator should learn to skip. Measured so far, it does not work: plain GRPO through verl did
+not raise this policy's sampled accuracy either (docs/compare.md, "Learning on CPU").
 
 Cached like the tiny policy (``$DEPO_CPU_CACHE``, default ``~/.cache/depo-verl``), under
 ``noisy-policy-<hash>``::
