@@ -340,8 +340,8 @@ def render(result: dict, settings: dict) -> str:
         )
     lines += [
         "",
-        "min acc: the lowest validation over the run (mean over seeds); with the entropy (verl's "
-        "`actor/entropy`, first and last step) it is the collapse guard.",
+        "min acc: the lowest validation over the run (mean over seeds), the collapse guard; verl's "
+        "`actor/entropy` at the first and last step beside it (per step it also follows the batch's prompts).",
         "",
         f"Machine: {settings['machine']}. Settings: {json.dumps(settings['run_env'], sort_keys=True)}; "
         f"seeds {settings['seeds']}; command: `{settings['command']}`.",
