@@ -86,6 +86,7 @@ def run(rollout: str, out_dir: Path, args: argparse.Namespace) -> dict:
         SAVE_FREQ="-1",
         SEED=str(args.seed),
         EXPERIMENT=f"bench_{rollout}",
+        POLICY="tiny",  # the policy the published rollout numbers were measured with
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics = out_dir / "metrics.jsonl"

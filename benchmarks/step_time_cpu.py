@@ -34,6 +34,7 @@ def run_mode(mode: str, out_dir: Path, data_dir: Path, args: argparse.Namespace)
     env = {k: v for k, v in os.environ.items() if not k.startswith("VERL_")}
     env.update(
         MODE=mode,
+        POLICY="tiny",  # the policy the published step times were measured with
         OUT_DIR=str(out_dir),
         DATA_DIR=str(data_dir),
         STEPS=str(args.steps),

@@ -11,6 +11,7 @@
 #   MODE=dapo bash examples/run_depo_cpu.sh       # GRPO + verl's DAPO dynamic sampling (algorithm.filter_groups)
 #   MODE=compare bash examples/run_depo_cpu.sh    # GRPO, DAPO and DEPO on the same data, policy and seed,
 #                                                 # then one side-by-side report ($OUT_DIR/report)
+#   POLICY=noisy bash examples/run_depo_cpu.sh    # the near-miss warm start, validated with 4 sampled answers
 #
 # MODE=depo (default) trains through recipe.depo.main_depo: the all-MiniLM-L6-v2 estimator scores
 # candidate prompts and only those predicted inside the window are rolled out after warm-up.
@@ -50,16 +51,34 @@ OUT_DIR=${OUT_DIR:-/tmp/cpu_depo_demo}
 DATA_DIR=${DATA_DIR:-$OUT_DIR/data}
 SEED=${SEED:-0}
 TRAIN_SIZE=${TRAIN_SIZE:-1200}
-VAL_SIZE=${VAL_SIZE:-120}                  # 20 per tier
 STEPS=${STEPS:-10}                         # trainer.total_training_steps
 BATCH=${BATCH:-16}                         # prompts per step
 N=${N:-4}                                  # rollouts per prompt (GRPO group size)
 MINI_BATCH=${MINI_BATCH:-$BATCH}           # one optimizer step per training step
 PROMPT_LEN=${PROMPT_LEN:-48}
 RESPONSE_LEN=${RESPONSE_LEN:-12}
-# higher makes this tiny policy drift (5e-4 collapsed validation 0.41 -> 0.05 in 15 steps)
-LR=${LR:-5e-5}
+# tiny:  warm-started on correct answers, already at what it can represent: RL only sharpens it
+# noisy: tiny + a fine-tune on near-miss answers: it can compute the answers but is unreliable, so
+#        RL's sharpening would be improvement (recipe/depo/demo/noisy_policy.py; docs/compare.md,
+#        "Learning on CPU", has what GRPO measured on it)
+POLICY=${POLICY:-tiny}
 TEMPERATURE=${TEMPERATURE:-1.0}
+case "$POLICY" in
+  noisy)
+    LR=${LR:-2e-4}
+    # sampled validation, VAL_N answers per prompt at the training temperature: the accuracy GRPO
+    # moves (the paper's Avg@32 is sampled too)
+    VAL_N=${VAL_N:-4}
+    VAL_TEMPERATURE=${VAL_TEMPERATURE:-$TEMPERATURE}
+    VAL_SIZE=${VAL_SIZE:-240} ;;             # 40 per tier, x VAL_N samples
+  tiny)
+    # higher makes the tiny policy drift (5e-4 collapsed validation 0.41 -> 0.05 in 15 steps)
+    LR=${LR:-5e-5}
+    VAL_N=${VAL_N:-1}
+    VAL_TEMPERATURE=${VAL_TEMPERATURE:-0}    # greedy
+    VAL_SIZE=${VAL_SIZE:-120} ;;             # 20 per tier
+  *) echo "POLICY must be 'noisy' or 'tiny', got '$POLICY'" >&2; exit 2 ;;
+esac
 TEST_FREQ=${TEST_FREQ:-5}
 SAVE_FREQ=${SAVE_FREQ:--1}                 # checkpoint every N steps (-1: never)
 RESUME_MODE=${RESUME_MODE:-disable}        # auto: continue from the latest checkpoint in OUT_DIR
@@ -129,8 +148,11 @@ else
   echo "   reusing existing parquet files"
 fi
 
-echo "== [2/4] tiny policy (built once, then cached)"
-MODEL_DIR=$(python -m recipe.depo.demo.tiny_policy --eval | tail -n 1)
+echo "== [2/4] $POLICY policy (built once, then cached)"
+case "$POLICY" in
+  noisy) MODEL_DIR=$(python -m recipe.depo.demo.noisy_policy --eval | tail -n 1) ;;
+  tiny) MODEL_DIR=$(python -m recipe.depo.demo.tiny_policy --eval | tail -n 1) ;;
+esac
 echo "   $MODEL_DIR"
 
 REWARD_PY=$(python -c 'import recipe.depo.reward as r; print(r.__file__)')
@@ -177,6 +199,9 @@ timeout --signal=INT --kill-after=30 "$TIMEOUT_S" python -m "$ENTRY" "${CONFIG_A
   actor_rollout_ref.actor.entropy_coeff=0 \
   actor_rollout_ref.rollout.n="$N" \
   actor_rollout_ref.rollout.temperature="$TEMPERATURE" \
+  actor_rollout_ref.rollout.val_kwargs.n="$VAL_N" \
+  actor_rollout_ref.rollout.val_kwargs.do_sample="$([[ "$VAL_TEMPERATURE" == 0 || "$VAL_TEMPERATURE" == 0.0 ]] && echo false || echo true)" \
+  actor_rollout_ref.rollout.val_kwargs.temperature="$VAL_TEMPERATURE" \
   actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu="$((BATCH * N))" \
   actor_rollout_ref.rollout.calculate_log_probs=true \
   reward.custom_reward_function.path="$REWARD_PY" \

@@ -23,3 +23,8 @@ def load_benchmark(name: str):
 @pytest.fixture(scope="session")
 def sim():
     return load_benchmark("selection_sim")
+
+
+@pytest.fixture(scope="session")
+def learning():
+    return load_benchmark("learning_cpu")

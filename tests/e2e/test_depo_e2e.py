@@ -39,6 +39,7 @@ def _launch(
     env = {k: v for k, v in os.environ.items() if not k.startswith("VERL_")}
     env.update(
         ROLLOUT=rollout,
+        POLICY="tiny",  # the policy checked below (ensure_tiny_policy) and greedy validation
         OUT_DIR=str(out_dir),
         TRAIN_SIZE="96",
         VAL_SIZE="24",
@@ -213,6 +214,7 @@ def test_depo_with_zero_adv_masking_trains_on_cpu(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("VERL_")}
     env.update(
         OUT_DIR=str(tmp_path),
+        POLICY="tiny",
         TRAIN_SIZE="96",
         VAL_SIZE="24",
         BATCH=str(BATCH),

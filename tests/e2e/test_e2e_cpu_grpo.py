@@ -29,6 +29,7 @@ def _launch(out_dir: Path, log_name: str, **knobs) -> subprocess.CompletedProces
         N="4",
         TIMEOUT_S="420",
         MODE="grpo",
+        POLICY="tiny",  # the correct-answer warm start these checks were written against
         **{k: str(v) for k, v in knobs.items()},
     )
     proc = subprocess.run(["bash", str(LAUNCHER)], env=env, capture_output=True, text=True, timeout=540)

@@ -1,0 +1,261 @@
+"""The CPU learning demo's policy: the tiny Qwen2 model warm-started on noisy answers.
+
+``recipe.depo.demo.tiny_policy``'s warm start is trained on correct answers until it sits at the
+supervised optimum of what 0.8M parameters can represent: its misses are missing skill, which a
+few dozen RL steps cannot add, so GRPO only sharpens it (issue 26's probes: sampled accuracy
+30 -> 25% over 40 steps). RL on a real model mostly does something else: the skill is there but
+the policy is unreliable, and RL moves probability onto the answers it can already produce.
+
+This warm start reproduces that on CPU. The same architecture and tokenizer are trained with a
+share of wrong targets -- the right answer off by 1 to 3 -- and the share grows with the tier
+(``NOISE``), so the policy learns to compute every answer it can but, sampled at temperature 1,
+writes near misses often. Difficulty stays readable from the prompt text (digits and operands
+give the tier), and the intent is that RL's sharpening toward the rewarded answer is improvement.
+The two top tiers stay beyond the model (carries it cannot see ahead): the always-failed prompts
+an estimator should learn to skip. Measured so far, it does not work: plain GRPO through verl did
+not raise this policy's sampled accuracy either (docs/compare.md, "Learning on CPU").
+
+Cached like the tiny policy (``$DEPO_CPU_CACHE``, default ``~/.cache/depo-verl``), under
+``noisy-policy-<hash>``::
+
+    python -m recipe.depo.demo.noisy_policy [--cache-dir DIR] [--seed S] [--eval]
+
+prints the model directory on the last line of stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from recipe.depo.demo.tiny_policy import TinyPolicySpec, chat_prompt_ids, ensure_tiny_policy
+
+FORMAT_VERSION = 1
+
+# Share of wrong warm-start targets per data_prep.arithmetic tier: low where the answer is easy,
+# high in the middle tiers so that sampled accuracy there starts inside DEPO's window.
+NOISE: tuple[float, ...] = (0.3, 0.5, 0.5, 0.5, 0.5, 0.5)
+# how far a wrong target lands from the right answer (never 0)
+NEAR_MISS: tuple[int, ...] = (-3, -2, -1, 1, 2, 3)
+
+
+@dataclass(frozen=True)
+class NoisyPolicySpec:
+    """Everything that determines the cached model; hashed into its directory name."""
+
+    # the skill: tiny_policy's warm start (cached and shared with the tiny demo and the tests)
+    base: TinyPolicySpec = TinyPolicySpec()
+    seed: int = 0
+    # the unreliability: a short fine-tune on noisy targets, short enough to keep the skill
+    steps: int = 150
+    batch_size: int = 64
+    lr: float = 1e-3
+    tier_weights: tuple[float, ...] = (2.0, 2.0, 3.0, 2.0, 1.0, 0.5)
+    noise: tuple[float, ...] = NOISE
+    format_version: int = FORMAT_VERSION
+
+    def digest(self) -> str:
+        payload = json.dumps(dataclasses.asdict(self), sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+def default_cache_root() -> Path:
+    return Path(os.environ.get("DEPO_CPU_CACHE", Path.home() / ".cache" / "depo-verl"))
+
+
+def noisy_target(rng: random.Random, tier: int, value: int, noise: tuple[float, ...]) -> int:
+    """The warm start's target for a problem whose answer is ``value``: a near miss with the tier's
+    probability, else the answer."""
+    if rng.random() < noise[tier]:
+        return value + rng.choice(NEAR_MISS)
+    return value
+
+
+def warm_start(spec: NoisyPolicySpec, model, tokenizer, log_every: int = 50) -> list[float]:
+    """Supervised answer-only training on generated problems with noisy targets; the loss curve."""
+    from data_prep.arithmetic import answer_text, iter_problems, prompt_for
+
+    torch.manual_seed(spec.seed)
+    rng = random.Random(spec.seed + 29)
+    pad_id = tokenizer.pad_token_id
+    problems = iter_problems(seed=spec.seed + 17, count=spec.steps * spec.batch_size, tier_weights=spec.tier_weights)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=0.01, betas=(0.9, 0.98))
+    warmup = max(1, spec.steps // 20)
+
+    def lr_scale(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, spec.steps - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_scale)
+    model.train()
+    losses = []
+    start = time.time()
+    for step in range(spec.steps):
+        batch = []
+        for tier, question, value in (next(problems) for _ in range(spec.batch_size)):
+            prompt = chat_prompt_ids(tokenizer, prompt_for(question))
+            target = answer_text(noisy_target(rng, tier, value, spec.noise))
+            response = tokenizer.encode(target, add_special_tokens=False) + [tokenizer.eos_token_id]
+            batch.append((prompt + response, len(prompt)))
+        width = max(len(ids) for ids, _ in batch)
+        input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        labels = torch.full((len(batch), width), -100, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, (ids, prompt_len) in enumerate(batch):
+            input_ids[row, : len(ids)] = torch.tensor(ids)
+            labels[row, prompt_len : len(ids)] = torch.tensor(ids[prompt_len:])
+            mask[row, : len(ids)] = 1
+        loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        losses.append(float(loss.detach()))
+        if log_every and (step + 1) % log_every == 0:
+            print(
+                f"[noisy-policy] warm start step {step + 1}/{spec.steps} "
+                f"loss {sum(losses[-log_every:]) / log_every:.4f} ({time.time() - start:.0f}s)",
+                file=sys.stderr,
+                flush=True,
+            )
+    model.eval()
+    return losses
+
+
+@torch.no_grad()
+def sampled_tier_accuracy(
+    model, tokenizer, per_tier: int = 50, samples: int = 4, temperature: float = 1.0, seed: int = 12345
+) -> dict[int, dict[str, float]]:
+    """Greedy and sampled (mean over ``samples``) accuracy per tier on fresh problems, scored by
+    the project's reward function."""
+    from data_prep.arithmetic import TIERS, make_problem, prompt_for
+    from recipe.depo.reward import compute_score
+
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    out: dict[int, dict[str, float]] = {}
+    for tier in range(len(TIERS)):
+        problems = [make_problem(rng, tier) for _ in range(per_tier)]
+        prompts = [chat_prompt_ids(tokenizer, prompt_for(q)) for q, _ in problems]
+        width = max(len(p) for p in prompts)
+        input_ids = torch.full((len(prompts), width), tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros_like(input_ids)
+        for row, ids in enumerate(prompts):
+            input_ids[row, width - len(ids) :] = torch.tensor(ids)
+            mask[row, width - len(ids) :] = 1
+        scores = {}
+        for name, kwargs, reps in (
+            ("greedy", {"do_sample": False}, 1),
+            ("sampled", {"do_sample": True, "temperature": temperature, "top_k": 0}, samples),
+        ):
+            hits = 0.0
+            for _ in range(reps):
+                generated = model.generate(
+                    input_ids=input_ids,
+                    attention_mask=mask,
+                    max_new_tokens=16,
+                    eos_token_id=tokenizer.eos_token_id,
+                    pad_token_id=tokenizer.pad_token_id,
+                    **kwargs,
+                )
+                answers = tokenizer.batch_decode(generated[:, width:], skip_special_tokens=True)
+                hits += sum(
+                    float(compute_score("arithmetic", a, str(v))["acc"])
+                    for a, (_, v) in zip(answers, problems, strict=True)
+                )
+            scores[name] = round(hits / (per_tier * reps), 3)
+        out[tier] = scores
+    return out
+
+
+def policy_dir(spec: NoisyPolicySpec, cache_root: str | os.PathLike | None = None) -> Path:
+    root = Path(cache_root) if cache_root else default_cache_root()
+    return root / f"noisy-policy-{spec.digest()}"
+
+
+def ensure_noisy_policy(
+    spec: NoisyPolicySpec | None = None, cache_root: str | os.PathLike | None = None, evaluate: bool = True
+) -> Path:
+    """Return the cached warm-started policy directory, building it first if needed."""
+    spec = spec or NoisyPolicySpec()
+    target = policy_dir(spec, cache_root)
+    if (target / "depo_noisy_policy.json").exists():
+        return target
+    if target.parent.exists() and not target.parent.is_dir():
+        raise NotADirectoryError(f"cache root {target.parent} is not a directory")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    # One thread: on the shared 2-core machine extra torch threads only contend (see tiny_policy).
+    torch.set_num_threads(int(os.environ.get("DEPO_CPU_THREADS", "1")))
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base_dir = ensure_tiny_policy(spec.base, cache_root, evaluate=False)
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    losses = warm_start(spec, model, tokenizer)
+    info = {
+        "spec": dataclasses.asdict(spec),
+        "final_loss": sum(losses[-50:]) / min(50, len(losses)),
+        "base": str(base_dir),
+        "train_seconds": round(time.time() - started, 1),
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
+    if evaluate:
+        info["tier_accuracy"] = sampled_tier_accuracy(model, tokenizer, per_tier=40)
+    # Build beside the target and rename: an interrupted build never looks finished.
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        model.generation_config.save_pretrained(staging)
+        (staging / "depo_noisy_policy.json").write_text(json.dumps(info, indent=2))
+        try:
+            os.replace(staging, target)
+        except OSError:
+            if not (target / "depo_noisy_policy.json").exists():
+                raise
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m recipe.depo.demo.noisy_policy",
+        description="Build (or find) the cached noisy-warm-start policy of the CPU learning demo.",
+    )
+    parser.add_argument("--cache-dir", default=None, help="cache root (default $DEPO_CPU_CACHE or ~/.cache/depo-verl)")
+    parser.add_argument("--seed", type=int, default=NoisyPolicySpec.seed)
+    parser.add_argument("--eval", action="store_true", help="print greedy and sampled accuracy per tier")
+    args = parser.parse_args(argv)
+    try:
+        path = ensure_noisy_policy(NoisyPolicySpec(seed=args.seed), args.cache_dir)
+    except (NotADirectoryError, FileExistsError) as exc:
+        print(f"error: --cache-dir: {exc}", file=sys.stderr)
+        return 2
+    info = json.loads((path / "depo_noisy_policy.json").read_text())
+    if args.eval and "tier_accuracy" in info:
+        print(f"[noisy-policy] accuracy per tier: {info['tier_accuracy']}", file=sys.stderr)
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
