@@ -17,6 +17,15 @@ FAST_COUNTERPARTS = {
         "tests/launchers/test_gpu_launchers.py::test_gpu_launcher_two_steps_on_cpu",  # [run_depo_qwen7b.sh]
         "tests/launchers/test_gpu_launchers.py::test_launcher_overrides_compose_and_validate",
     ],
+    # Two 10-step runs with three sampled validations each (~10 min) are too long for CI. What they
+    # go through is covered apart: the launcher they call (run_depo_cpu.sh, trained in .ci/run's demo
+    # and e2e tests), the curve and summary arithmetic on a hand-made run directory, and the flags.
+    # Not covered: the benchmark's own loop over runs breaking between those pieces.
+    "tests/benchmarks/test_learning_cpu.py::test_quick_comparison_end_to_end": [
+        "tests/benchmarks/test_learning_cpu.py::test_curve_from_a_run_directory_counts_dapo_discards_and_step_seconds",
+        "tests/benchmarks/test_learning_cpu.py::test_summary_mean_se_target_and_a_method_that_never_reaches_it",
+        "tests/benchmarks/test_learning_cpu.py::test_bad_flags_are_one_line_and_write_nothing",
+    ],
 }
 
 
