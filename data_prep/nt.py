@@ -25,7 +25,7 @@ from data_prep.common import (
     add_common_args,
     as_text,
     at_row,
-    check_output,
+    check_outputs,
     finish,
     last_boxed,
     load_source,
@@ -199,7 +199,7 @@ def parser() -> argparse.ArgumentParser:
 
 def _main(args: argparse.Namespace) -> None:
     name, preset = resolve_preset(args)
-    check_output(args.output, args.overwrite)
+    check_outputs({"--output": args.output}, args.overwrite, inputs={"--input": args.input})
     frame, origin = load_source(args.input, preset.source, split=preset.split, config=preset.config, limit=args.limit)
     rows, summary = build(frame, origin, preset, preset_name=name)
     finish(summary, {args.output: rows}, args.overwrite)

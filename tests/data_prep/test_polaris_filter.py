@@ -308,3 +308,52 @@ def test_cli_greedy_run_through_main(tmp_path, tiny_model, capsys):
     assert len(scored) == 3 and set(scored["n_correct"]) <= {0, 3}  # greedy: all n samples agree
     printed = capsys.readouterr().out
     assert "shards            1 (0 resumed, 1 run)" in printed and "pass-rate distribution" in printed
+
+
+# ---------------------------------------------------------------- issue 25: a model that will not load
+
+
+def _cli_argv(tmp_path, model, tokenizer=None):
+    argv = ["--input", str(tmp_path / "train.parquet"), "--output", str(tmp_path / "kept.parquet")]
+    argv += ["--model", model, "--work-dir", str(tmp_path / "w"), "--n", "2", "--max-new-tokens", "2"]
+    argv += ["--backend", "transformers", "--temperature", "0", "--no-drop-all-correct"]
+    return argv + (["--tokenizer", tokenizer] if tokenizer else [])
+
+
+def test_a_model_that_does_not_load_is_one_line_and_leaves_nothing(tmp_path, capsys):
+    _training_parquet(tmp_path / "train.parquet", count=2)
+    missing = str(tmp_path / "no-such-model")
+    assert pf.main(_cli_argv(tmp_path, missing)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "Traceback" not in "\n".join(err)
+    assert err[-1].startswith(f"error: cannot load --model {missing}"), err[-1]
+    assert not (tmp_path / "w" / pf.META_FILE).exists() and not (tmp_path / "kept.parquet").exists()
+
+
+def test_the_corrected_rerun_after_a_bad_model_runs(tmp_path, tiny_model, capsys):
+    _training_parquet(tmp_path / "train.parquet", count=2)
+    assert pf.main(_cli_argv(tmp_path, str(tmp_path / "typo"), tiny_model[1])) == 2
+    capsys.readouterr()
+    assert pf.main(_cli_argv(tmp_path, *tiny_model)) == 0, capsys.readouterr().err
+    assert len(pd.read_parquet(tmp_path / "kept.parquet")) == 2
+    assert '"model": "' + tiny_model[0] in (tmp_path / "w" / pf.META_FILE).read_text()
+
+
+def test_settings_left_by_a_run_that_sampled_nothing_do_not_block_a_rerun(tmp_path, tiny_model):
+    """A work dir that an older version left with only meta.json (the model never loaded)."""
+    _numbered_parquet(tmp_path / "train.parquet")
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / pf.META_FILE).write_text('{"model": "typo", "n": 4}')
+    result = pf.run(_args(tmp_path, "fake", work, tmp_path / "out.parquet"), generator_factory=FixedGenerator)
+    assert result["stats"]["shards_run"] == 3
+    assert '"model": "fake"' in (work / pf.META_FILE).read_text()
+
+
+def test_shards_without_settings_are_refused(tmp_path):
+    _training_parquet(tmp_path / "train.parquet", count=2)
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "shard-00000.parquet").write_text("x")
+    with pytest.raises(DataPrepError, match="no meta.json"):
+        pf.run(_args(tmp_path, "fake", work, tmp_path / "out.parquet"), generator_factory=FixedGenerator)
