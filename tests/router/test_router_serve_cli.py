@@ -99,3 +99,38 @@ def test_cli_serves_from_a_yaml_config(estimator_checkpoint, backends, tmp_path)
     # uvicorn shuts down gracefully, then re-raises the signal it caught, so the exit is by SIGTERM.
     assert proc.returncode == -signal.SIGTERM
     assert "Traceback" not in stderr, stderr
+
+
+def _damaged_copy(checkpoint: str, tmp_path: Path, damage: str) -> Path:
+    import shutil
+
+    copy = tmp_path / f"ckpt-{damage}"
+    shutil.copytree(checkpoint, copy)
+    if damage == "truncated_heads":
+        data = (copy / "heads.pt").read_bytes()
+        (copy / "heads.pt").write_bytes(data[: len(data) // 2])
+    elif damage == "no_backbone":
+        shutil.rmtree(copy / "backbone")
+    elif damage == "empty_backbone":
+        shutil.rmtree(copy / "backbone")
+        (copy / "backbone").mkdir()
+    elif damage == "no_optimizer":
+        (copy / "optimizer.pt").unlink()
+    return copy
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        ("truncated_heads", "heads.pt: not a complete torch file"),
+        ("no_backbone", ": no backbone/"),
+        ("empty_backbone", ": no backbone/"),
+        ("no_optimizer", ": no optimizer.pt"),
+    ],
+)
+def test_a_damaged_checkpoint_is_one_line_naming_the_file(estimator_checkpoint, tmp_path, capsys, damage, message):
+    copy = _damaged_copy(estimator_checkpoint, tmp_path, damage)
+    assert main(["--estimator", str(copy), "--dry-run", "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"depo-router: estimator: {copy}") and message in err, err

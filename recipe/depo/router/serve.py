@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from recipe.depo.router.estimator_checkpoint import load_estimator
 from recipe.depo.router.serve_config import API_KEY_ENV, ConfigError, ServeConfig
 
 logger = logging.getLogger("recipe.depo.router")
@@ -24,24 +24,6 @@ logger = logging.getLogger("recipe.depo.router")
 # Texts are cut to this many characters per estimator token before tokenising: the encoder reads
 # at most max_length tokens, and one token is almost never longer than this.
 CHARS_PER_TOKEN_CAP = 64
-_CHECKPOINT_FILES = ("config.json", "state.json", "heads.pt", "backbone")
-
-
-def load_estimator(path: str, device: str = "auto"):
-    """An ``OnlineEstimator.save`` directory, ready to score on ``device`` (auto: CUDA if any)."""
-    for name in _CHECKPOINT_FILES:
-        if not os.path.exists(os.path.join(path, name)):
-            raise FileNotFoundError(
-                f"{path}: no {name}; expected a directory written by OnlineEstimator.save "
-                f"(e.g. CKPT/global_step_N/depo/estimator)"
-            )
-    import torch
-
-    from recipe.depo.estimator import OnlineEstimator
-
-    resolved = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-    # bfloat16 autocast needs CUDA; on CPU the float32 weights are read as they are.
-    return OnlineEstimator.load(path, device=resolved, dtype="float32" if resolved == "cpu" else None)
 
 
 def build_parser() -> argparse.ArgumentParser:
