@@ -153,7 +153,7 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
         elif suffix == ".jsonl":
             frame = _frame_of(_jsonl_records(path))
         elif suffix == ".json":
-            with open(path, encoding="utf-8") as handle:
+            with open(path, encoding="utf-8-sig") as handle:
                 payload = json.load(handle)
             if isinstance(payload, dict):
                 # {"data": [...]} or a column-oriented dict
@@ -175,7 +175,7 @@ def _jsonl_records(path: Path) -> list[Any]:
     (1/3 stored as 0.3333333333333333 came back 0.33333333333333304) and turns integers past
     2**63 into floats, and either would then be written as the answer."""
     records = []
-    with open(path, encoding="utf-8") as handle:
+    with open(path, encoding="utf-8-sig") as handle:  # -sig: a leading byte-order mark is not data
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue

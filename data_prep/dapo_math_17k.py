@@ -174,8 +174,13 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _main(args: argparse.Namespace) -> None:
+    if args.val_size < 0:
+        raise DataPrepError("--val-size must be >= 0")
     if args.val_size and not args.val_output:
         raise DataPrepError("--val-size needs --val-output")
+    if args.val_output and not args.val_size:
+        # nothing would be written there, and the run would look as if it held rows out
+        raise DataPrepError("--val-output needs --val-size N (how many problems to hold out)")
     check_outputs(
         {"--output": args.output, "--val-output": args.val_output}, args.overwrite, inputs={"--input": args.input}
     )

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -41,6 +42,7 @@ from data_prep.common import (
     add_common_args,
     as_plain,
     check_outputs,
+    check_writable_dir,
     publish_parquets,
     read_table,
     require_columns,
@@ -417,15 +419,36 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    """Every number and path the run will use, before anything is read or loaded: found after the
+    model has loaded (or inside generate) they would cost minutes and end in a traceback."""
+    for flag in ("n", "shard_size", "batch_size", "max_new_tokens", "tensor_parallel_size"):
+        if getattr(args, flag) < 1:
+            raise DataPrepError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
+    if not (math.isfinite(args.temperature) and args.temperature >= 0):
+        raise DataPrepError(f"--temperature must be a finite number >= 0 (0: greedy), got {args.temperature}")
+    if not 0 < args.top_p <= 1:
+        raise DataPrepError(f"--top-p must lie in (0, 1], got {args.top_p}")
+    if not (math.isfinite(args.hard_skew) and args.hard_skew >= 0):
+        raise DataPrepError(f"--hard-skew must be a finite number >= 0, got {args.hard_skew}")
+    if not 0 < args.gpu_memory_utilization <= 1:
+        raise DataPrepError(f"--gpu-memory-utilization must lie in (0, 1], got {args.gpu_memory_utilization}")
+    work_dir = Path(args.work_dir)
+    if work_dir.exists() and not work_dir.is_dir():
+        raise DataPrepError(f"--work-dir {work_dir} is a file; give a directory for the resumable shards")
+    check_writable_dir(work_dir, what=f"--work-dir {work_dir}")
+    for flag, value in (("--model", args.model), ("--tokenizer", args.tokenizer)):
+        # a path (not a hub id "org/name"), spelt as one: say so now, not as a hub error later
+        if value and value.startswith((".", "/", "~")) and not Path(value).expanduser().exists():
+            raise DataPrepError(f"{flag} {value}: no such file or directory")
+
+
 def run(
     args: argparse.Namespace,
     generator_factory: Callable[[], Generator] | None = None,
     on_shard_done: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
-    if args.n < 1 or args.shard_size < 1:
-        raise DataPrepError("--n and --shard-size must be >= 1")
-    if args.hard_skew < 0:
-        raise DataPrepError("--hard-skew must be >= 0")
+    check_arguments(args)
     check_outputs(
         {"--output": args.output, "--all-output": args.all_output}, args.overwrite, inputs={"--input": args.input}
     )

@@ -324,19 +324,56 @@ def test_a_model_that_does_not_load_is_one_line_and_leaves_nothing(tmp_path, cap
     _training_parquet(tmp_path / "train.parquet", count=2)
     missing = str(tmp_path / "no-such-model")
     assert pf.main(_cli_argv(tmp_path, missing)) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert "Traceback" not in "\n".join(err)
-    assert err[-1].startswith(f"error: cannot load --model {missing}"), err[-1]
+    assert _error_line(capsys) == f"error: --model {missing}: no such file or directory"
+    broken = tmp_path / "broken-model"  # a directory that is no model: found only when loading it
+    broken.mkdir()
+    assert pf.main(_cli_argv(tmp_path, str(broken))) == 2
+    assert _error_line(capsys).startswith(f"error: cannot load --model {broken}: ")
     assert not (tmp_path / "w" / pf.META_FILE).exists() and not (tmp_path / "kept.parquet").exists()
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and "Traceback" not in "\n".join(err), err
+    return err[-1]
 
 
 def test_the_corrected_rerun_after_a_bad_model_runs(tmp_path, tiny_model, capsys):
     _training_parquet(tmp_path / "train.parquet", count=2)
+    (tmp_path / "typo").mkdir()
     assert pf.main(_cli_argv(tmp_path, str(tmp_path / "typo"), tiny_model[1])) == 2
     capsys.readouterr()
     assert pf.main(_cli_argv(tmp_path, *tiny_model)) == 0, capsys.readouterr().err
     assert len(pd.read_parquet(tmp_path / "kept.parquet")) == 2
     assert '"model": "' + tiny_model[0] in (tmp_path / "w" / pf.META_FILE).read_text()
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--top-p", "1.5"], "--top-p must lie in (0, 1], got 1.5"),
+        (["--top-p", "0"], "--top-p must lie in (0, 1]"),
+        (["--temperature", "-1"], "--temperature must be a finite number >= 0"),
+        (["--temperature", "nan"], "--temperature must be a finite number >= 0"),
+        (["--max-new-tokens", "0"], "--max-new-tokens must be >= 1, got 0"),
+        (["--batch-size", "0"], "--batch-size must be >= 1, got 0"),
+        (["--hard-skew", "nan"], "--hard-skew must be a finite number >= 0, got nan"),
+        (["--gpu-memory-utilization", "2"], "--gpu-memory-utilization must lie in (0, 1]"),
+    ],
+)
+def test_bad_numbers_are_refused_before_the_model_loads(tmp_path, tiny_model, capsys, flags, message):
+    _training_parquet(tmp_path / "train.parquet", count=2)
+    assert pf.main([*_cli_argv(tmp_path, *tiny_model), *flags]) == 2
+    assert _error_line(capsys).startswith(f"error: {message}")
+    assert not (tmp_path / "w").exists()
+
+
+def test_a_work_dir_that_is_a_file_is_refused(tmp_path, tiny_model, capsys):
+    _training_parquet(tmp_path / "train.parquet", count=2)
+    argv = _cli_argv(tmp_path, *tiny_model)
+    argv[argv.index("--work-dir") + 1] = str(tmp_path / "train.parquet")
+    assert pf.main(argv) == 2
+    assert "is a file; give a directory" in _error_line(capsys)
 
 
 def test_settings_left_by_a_run_that_sampled_nothing_do_not_block_a_rerun(tmp_path, tiny_model):
