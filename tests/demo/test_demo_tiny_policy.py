@@ -88,3 +88,12 @@ def test_a_cache_variable_that_names_a_file_is_one_line(tmp_path, capsys, monkey
     with pytest.raises(SystemExit):
         tiny_policy.main([])
     assert f"$DEPO_CPU_CACHE {file}: {file} is not a directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("threads", ["abc", "0", "-2", ""])
+def test_a_bad_thread_count_variable_is_one_line(capsys, monkeypatch, tmp_path, threads):
+    monkeypatch.setenv("DEPO_CPU_THREADS", threads)
+    monkeypatch.setattr(tiny_policy, "warm_start", lambda *a, **k: pytest.fail("trained on a bad argument"))
+    with pytest.raises(SystemExit):
+        tiny_policy.main(["--cache-dir", str(tmp_path)])
+    assert f"$DEPO_CPU_THREADS must be a positive integer, got {threads!r}" in capsys.readouterr().err

@@ -294,6 +294,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.steps < 1:
         parser.error(f"--steps must be at least 1, got {args.steps}")
+    threads = os.environ.get("DEPO_CPU_THREADS", "1")
+    if not threads.isdigit() or int(threads) < 1:
+        parser.error(f"$DEPO_CPU_THREADS must be a positive integer, got {threads!r}")
     from recipe.depo.fsutil import unwritable_dir_reason
 
     root = Path(args.cache_dir) if args.cache_dir else default_cache_root()
