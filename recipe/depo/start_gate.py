@@ -84,6 +84,20 @@ def check_start_once(config: DictConfig) -> None:
     check_start(config)
 
 
+def check_writable(run_dir: str, task: DictConfig) -> None:
+    """The run directory and the checkpoint folder can be written: otherwise hydra fails with a
+    traceback as it creates the run directory, or verl at its first checkpoint, hours in."""
+    from recipe.depo.fsutil import unwritable_dir_reason
+
+    checkpoints = OmegaConf.select(task, "trainer.default_local_dir", default=None)
+    for key, folder in (("hydra.run.dir", run_dir), ("trainer.default_local_dir", checkpoints)):
+        if not isinstance(folder, str) or "://" in folder:  # remote storage is verl's to reach
+            continue
+        reason = unwritable_dir_reason(folder)
+        if reason:
+            raise SystemExit(f"depo: {key} {folder}: {reason}")
+
+
 class StartGate(Callback):
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
         global _passed
@@ -93,4 +107,5 @@ class StartGate(Callback):
         HydraConfig.instance().set_config(config)
         task = task_config(config)
         check_start(task)
+        check_writable(str(config.hydra.run.dir), task)
         _passed = _key(task)

@@ -53,6 +53,8 @@ def data(tmp_path_factory) -> Path:
         (["data.train_files=/nonexistent/train.parquet"], "depo: cannot train on this data: data.train_files:"),
         # verl's own check (run_depo calls it too): train_batch_size below ppo_mini_batch_size
         (["data.train_batch_size=3"], "verl: invalid config: train_batch_size (3) must be >="),
+        # found at the first checkpoint, hours in, without this check
+        (["trainer.default_local_dir=/proc/ckpt"], "depo: trainer.default_local_dir /proc/ckpt: cannot write to /proc"),
     ],
 )
 def test_a_refused_start_leaves_a_finished_run_dir_as_it_was(tmp_path, data, overrides, last_line):
@@ -68,6 +70,13 @@ def test_a_refused_start_leaves_a_finished_run_dir_as_it_was(tmp_path, data, ove
     assert "Traceback" not in out.stderr, out.stderr[-3000:]
     assert out.stderr.strip().splitlines()[-1].startswith(last_line), out.stderr[-2000:]
     assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before
+
+
+def test_a_run_dir_that_cannot_be_written_is_one_line(tmp_path, data):
+    valid = [f"data.train_files={data}/train.parquet", f"data.val_files={data}/val.parquet"]
+    out = _start(Path("/proc/run"), *valid, "reward.custom_reward_function.path=pkg://recipe.depo.reward", cwd=tmp_path)
+    assert out.returncode != 0 and "Traceback" not in out.stderr, out.stderr[-3000:]
+    assert out.stderr.strip().splitlines()[-1].startswith("depo: hydra.run.dir /proc/run: cannot write to /proc")
 
 
 def test_a_refused_start_does_not_create_the_run_dir(tmp_path):
