@@ -67,6 +67,14 @@ TIMEOUT_S=${TIMEOUT_S:-840}                # hard stop for the training run (und
 EXPERIMENT=${EXPERIMENT:-cpu_${MODE}}
 REPORT=${REPORT:-1}                        # 0: no report at the end (MODE=compare reports once, over all runs)
 # --------------------------------------------------------------------------------------------
+# a knob that is not a number would fail later as a bash arithmetic or `timeout` error that does
+# not name it
+for knob in TRAIN_SIZE VAL_SIZE STEPS BATCH N MINI_BATCH PROMPT_LEN RESPONSE_LEN TIMEOUT_S WARMUP SEED; do
+  [[ "${!knob}" =~ ^[0-9]+$ ]] || { echo "$knob must be a whole number, got '${!knob}'" >&2; exit 2; }
+done
+for knob in TEST_FREQ SAVE_FREQ; do
+  [[ "${!knob}" =~ ^-?[0-9]+$ ]] || { echo "$knob must be an integer (-1: never), got '${!knob}'" >&2; exit 2; }
+done
 
 REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO_DIR"

@@ -1,7 +1,8 @@
-"""examples/run_depo_cpu.sh deletes OUT_DIR's metrics, rollouts and report before a fresh run (and
-continues from its checkpoints on a resume): it refuses a directory that holds a run it did not
-make, before it touches anything. Each case stops before training (a refused OUT_DIR, or
-TRAIN_SIZE=0 which the data builder refuses right after the check)."""
+"""examples/run_depo_cpu.sh checks its knobs before it touches anything. It deletes OUT_DIR's
+metrics, rollouts and report before a fresh run (and continues from its checkpoints on a resume),
+so it refuses a directory that holds a run it did not make; a knob that is not a number is named.
+Each case stops before training (a refused knob or OUT_DIR, or TRAIN_SIZE=0, which the data
+builder refuses right after the checks)."""
 
 import os
 import subprocess
@@ -50,3 +51,18 @@ def test_a_new_empty_or_demo_directory_gets_past_the_check(tmp_path, state):
     assert "holds a run this demo did not make" not in out.stderr
     assert "--train-size must be a positive integer, got 0" in out.stderr, out.stderr[-2000:]
     assert (out_dir / ".depo_cpu_demo").exists()
+
+
+@pytest.mark.parametrize(
+    "knob, value, message",
+    [
+        ("N", "abc", "N must be a whole number, got 'abc'"),
+        ("TIMEOUT_S", "10m", "TIMEOUT_S must be a whole number, got '10m'"),
+        ("BATCH", "-4", "BATCH must be a whole number, got '-4'"),
+        ("SAVE_FREQ", "x", "SAVE_FREQ must be an integer (-1: never), got 'x'"),
+    ],
+)
+def test_a_knob_that_is_not_a_number_is_named(tmp_path, knob, value, message):
+    out = _demo(tmp_path / "demo", **{knob: value})
+    assert out.returncode == 2 and out.stderr.strip().splitlines()[-1] == message, out.stderr[-2000:]
+    assert not (tmp_path / "demo").exists()
