@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from data_prep.common import DataPrepError, check_output, check_output_dir, make_row, publish_parquets
+from data_prep.common import DataPrepError, check_output_dir, check_outputs, make_row, publish_parquets
 
 DATA_SOURCE = "arithmetic"
 ABILITY = "arithmetic"
@@ -114,8 +114,7 @@ def build(output: str | Path, train_size: int, val_size: int, seed: int, overwri
             raise DataPrepError(f"{flag} must be a positive integer, got {size!r}")
     output = check_output_dir(output)
     paths = {"train": output / "train.parquet", "val": output / "val.parquet"}
-    for path in paths.values():
-        check_output(path, overwrite)
+    check_outputs({f"the {split} output": path for split, path in paths.items()}, overwrite)
     # Distinct seeds per split so validation is not a copy of training prompts.
     publish_parquets(
         {

@@ -147,15 +147,14 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
         if suffix == ".parquet":
             frame = pd.read_parquet(path)
         elif suffix == ".jsonl":
-            # no dtype inference: answers like "007" or "1e3" must stay the strings they are
-            frame = pd.read_json(path, lines=True, dtype=False, convert_dates=False)
+            frame = _frame_of(_jsonl_records(path))
         elif suffix == ".json":
-            with open(path, encoding="utf-8") as handle:
+            with open(path, encoding="utf-8-sig") as handle:
                 payload = json.load(handle)
             if isinstance(payload, dict):
                 # {"data": [...]} or a column-oriented dict
                 payload = payload.get("data", payload)
-            frame = pd.DataFrame(payload)
+            frame = _frame_of(payload)
         else:
             raise DataPrepError(f"input file {path}: unsupported format {suffix!r} (use .parquet, .jsonl or .json)")
     except DataPrepError:
@@ -165,6 +164,32 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
     if len(frame) == 0:
         raise DataPrepError(f"input file {path} is empty")
     return frame
+
+
+def _jsonl_records(path: Path) -> list[Any]:
+    """One JSON value per non-blank line, parsed by Python's json: pandas' reader rounds floats
+    (1/3 stored as 0.3333333333333333 came back 0.33333333333333304) and turns integers past
+    2**63 into floats, and either would then be written as the answer."""
+    records = []
+    with open(path, encoding="utf-8-sig") as handle:  # -sig: a leading byte-order mark is not data
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataPrepError(f"input file {path} line {number} is not JSON ({exc.msg})") from None
+            if not isinstance(record, dict):
+                raise DataPrepError(f"input file {path} line {number} is a JSON {type(record).__name__}, not an object")
+            records.append(record)
+    return records
+
+
+def _frame_of(payload: Any) -> pd.DataFrame:
+    """A frame that holds JSON values as the Python objects json made (dtype object): a column
+    with ints and floats (or a null) would otherwise become float64, and 12345678901234567890
+    would be written as 1.2345678901234567e+19."""
+    return pd.DataFrame(payload, dtype=object)
 
 
 def require_columns(frame: pd.DataFrame, columns: Iterable[str], source: str) -> None:
@@ -184,6 +209,47 @@ def check_output(path: str | os.PathLike, overwrite: bool) -> Path:
         raise DataPrepError(f"output {path} already exists; pass --overwrite to replace it")
     check_writable_dir(path.parent, what=f"output {path}")
     return path
+
+
+def check_outputs(
+    outputs: dict[str, str | os.PathLike | None],
+    overwrite: bool,
+    inputs: dict[str, str | os.PathLike | None] | None = None,
+) -> dict[str, Path]:
+    """``check_output`` for every output given (flag -> path; None: not given), and refuse, before
+    any work, two outputs that are one file, or an output that is an input: however it is spelled
+    (``X``, ``./X``, ``dir/../X``, a symlink, a hard link), the second write would replace the first
+    (``--val-output X --output X`` kept the validation rows only) or the source."""
+    given = {flag: path for flag, path in outputs.items() if path is not None}
+    checked = {flag: check_output(path, overwrite) for flag, path in given.items()}
+    sources = {flag: path for flag, path in (inputs or {}).items() if path is not None}
+    seen: list[tuple[str, str | os.PathLike]] = []
+    for flag, path in given.items():
+        for other_flag, other in seen:
+            if same_file(path, other):
+                raise DataPrepError(
+                    f"{flag} {os.fspath(path)} and {other_flag} {os.fspath(other)} are the same file; "
+                    "give each output its own path"
+                )
+        for source_flag, source in sources.items():
+            if same_file(path, source):
+                raise DataPrepError(
+                    f"{flag} {os.fspath(path)} is the {source_flag} file {os.fspath(source)}; "
+                    "write the output to another path"
+                )
+        seen.append((flag, path))
+    return checked
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two paths name one file: the same resolved path (symlinks, ``.``, ``..``), or,
+    when both exist, the same inode (a hard link)."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist yet
+        return False
 
 
 def check_output_dir(directory: str | os.PathLike, what: str = "--output") -> Path:
@@ -256,6 +322,11 @@ def _create_temp(target: Path) -> Path:
 def publish_parquets(outputs: dict[str | os.PathLike, list[dict[str, Any]] | pd.DataFrame]) -> dict[str, Path]:
     """Write every output to its temporary, then rename them all into place: either every
     output of a run is published or none is. OS errors become one DataPrepError naming the path."""
+    targets = list(outputs)
+    for i, target in enumerate(targets):
+        for other in targets[:i]:
+            if same_file(target, other):
+                raise DataPrepError(f"outputs {os.fspath(other)} and {os.fspath(target)} are the same file")
     staged: list[tuple[Path, Path]] = []
     try:
         for target, rows in outputs.items():

@@ -25,7 +25,7 @@ from data_prep.common import (
     as_plain,
     as_text,
     at_row,
-    check_output,
+    check_outputs,
     dedup_key,
     finish,
     is_missing,
@@ -172,11 +172,16 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _main(args: argparse.Namespace) -> None:
+    if args.val_size < 0:
+        raise DataPrepError("--val-size must be >= 0")
     if args.val_size and not args.val_output:
         raise DataPrepError("--val-size needs --val-output")
-    check_output(args.output, args.overwrite)
-    if args.val_output:
-        check_output(args.val_output, args.overwrite)
+    if args.val_output and not args.val_size:
+        # nothing would be written there, and the run would look as if it held rows out
+        raise DataPrepError("--val-output needs --val-size N (how many problems to hold out)")
+    check_outputs(
+        {"--output": args.output, "--val-output": args.val_output}, args.overwrite, inputs={"--input": args.input}
+    )
     frame, origin = load_source(args.input, HUB_ID, split=args.split, limit=args.limit)
     train_rows, val_rows, summary = build(frame, origin, lang=args.lang, val_size=args.val_size, seed=args.seed)
     outputs = {args.output: train_rows}

@@ -26,8 +26,8 @@ from data_prep.common import (
     as_text,
     at_row,
     boxed_prompt,
-    check_output,
     check_output_dir,
+    check_outputs,
     finish,
     load_source,
     make_row,
@@ -169,17 +169,21 @@ def parser() -> argparse.ArgumentParser:
 def _main(args: argparse.Namespace) -> None:
     out_dir = check_output_dir(args.output)
     targets = {name: out_dir / f"{name}.parquet" for name in args.sets}
-    for path in targets.values():
-        check_output(path, args.overwrite)
     input_dir = Path(args.input) if args.input else None
     if input_dir is not None and not input_dir.is_dir():
         raise DataPrepError(f"--input {input_dir}: eval_sets reads a directory holding <set>.parquet|jsonl|json")
+    local_files = {name: _local_file(input_dir, name) if input_dir else None for name in targets}
+    check_outputs(
+        {f"the {name} output": path for name, path in targets.items()},
+        args.overwrite,
+        inputs={f"--input {name}": path for name, path in local_files.items()},
+    )
     # Every set is built before any is written: one bad set leaves the directory as it was, and
     # the rerun after fixing it does not trip over sets written by the failed run.
     outputs, summaries = {}, []
     for name, path in targets.items():
         spec = EVAL_SETS[name]
-        local = _local_file(input_dir, name) if input_dir else None
+        local = local_files[name]
         frame, origin = load_source(local, spec.hub_id, split=spec.split, config=spec.config, limit=args.limit)
         rows, summary = build_set(spec, frame, origin)
         outputs[path] = rows

@@ -14,6 +14,7 @@ generic flags, which can override any of them.
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +26,7 @@ from data_prep.common import (
     add_common_args,
     as_text,
     at_row,
-    check_output,
+    check_outputs,
     finish,
     last_boxed,
     load_source,
@@ -170,7 +171,13 @@ def resolve_preset(args: argparse.Namespace) -> tuple[str, Preset]:
     if fields and name != "custom":
         name = f"{name}+overrides"
     values = {**base.__dict__, **fields}
-    return name, Preset(**values)
+    preset = Preset(**values)
+    for flag, bound in (("--difficulty-min", args.difficulty_min), ("--difficulty-max", args.difficulty_max)):
+        if bound is not None and not math.isfinite(bound):
+            raise DataPrepError(f"{flag} {bound}: must be a finite number (nan would filter nothing)")
+        if bound is not None and not preset.difficulty_col:
+            raise DataPrepError(f"{flag} needs --difficulty-col: {name} has no difficulty column to filter on")
+    return name, preset
 
 
 def parser() -> argparse.ArgumentParser:
@@ -199,7 +206,7 @@ def parser() -> argparse.ArgumentParser:
 
 def _main(args: argparse.Namespace) -> None:
     name, preset = resolve_preset(args)
-    check_output(args.output, args.overwrite)
+    check_outputs({"--output": args.output}, args.overwrite, inputs={"--input": args.input})
     frame, origin = load_source(args.input, preset.source, split=preset.split, config=preset.config, limit=args.limit)
     rows, summary = build(frame, origin, preset, preset_name=name)
     finish(summary, {args.output: rows}, args.overwrite)

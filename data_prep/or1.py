@@ -28,7 +28,7 @@ from data_prep.common import (
     as_plain,
     as_text,
     at_row,
-    check_output,
+    check_outputs,
     finish,
     is_missing,
     load_source,
@@ -219,7 +219,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _main(args: argparse.Namespace) -> None:
-    check_output(args.output, args.overwrite)
+    check_outputs({"--output": args.output}, args.overwrite, inputs={"--input": args.input})
     frame, origin = load_source(args.input, HUB_ID, split=args.split, limit=args.limit)
     difficulty_range = None if args.no_difficulty_filter else tuple(args.difficulty_range)
     rows, summary = build(frame, origin, difficulty_model=args.difficulty_model, difficulty_range=difficulty_range)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -40,7 +41,8 @@ from data_prep.common import (
     DataPrepError,
     add_common_args,
     as_plain,
-    check_output,
+    check_outputs,
+    check_writable_dir,
     publish_parquets,
     read_table,
     require_columns,
@@ -230,22 +232,46 @@ def _fingerprint(frame: pd.DataFrame) -> str:
     return digest.hexdigest()
 
 
-def _check_meta(work_dir: Path, meta: dict[str, Any]) -> None:
+def _check_meta(work_dir: Path, meta: dict[str, Any]) -> bool:
+    """Refuse a work dir whose shards were sampled with other settings. Returns whether its
+    ``meta.json`` already holds these settings. A ``meta.json`` without any shard (a run that
+    stopped before its first shard, e.g. on a model that would not load) guards nothing and
+    does not block the corrected rerun; shards without a ``meta.json`` cannot be trusted."""
     path = work_dir / META_FILE
-    if path.exists():
-        saved = json.loads(path.read_text())
-        changed = {k: (saved.get(k), v) for k, v in meta.items() if saved.get(k) != v}
-        if changed:
-            details = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
+    has_shards = work_dir.is_dir() and any(work_dir.glob("shard-*.parquet"))
+    if not path.exists():
+        if has_shards:
             raise DataPrepError(
-                f"--work-dir {work_dir} holds a run with different settings ({details}); "
+                f"--work-dir {work_dir} holds shards but no {META_FILE} (their settings are unknown); "
                 "use a new --work-dir or delete this one"
             )
-    else:
-        work_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(meta, indent=2))
-        tmp.replace(path)
+        return False
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        if has_shards:
+            raise DataPrepError(
+                f"--work-dir {work_dir}: {META_FILE} cannot be read ({exc}); delete the work dir"
+            ) from None
+        return False
+    if not isinstance(saved, dict):
+        saved = {}
+    changed = {k: (saved.get(k), v) for k, v in meta.items() if saved.get(k) != v}
+    if changed and has_shards:
+        details = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
+        raise DataPrepError(
+            f"--work-dir {work_dir} holds a run with different settings ({details}); "
+            "use a new --work-dir or delete this one"
+        )
+    return not changed
+
+
+def _write_meta(work_dir: Path, meta: dict[str, Any]) -> None:
+    work_dir.mkdir(parents=True, exist_ok=True)
+    path = work_dir / META_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(meta, indent=2))
+    tmp.replace(path)
 
 
 def _shard_path(work_dir: Path, shard: int) -> Path:
@@ -290,7 +316,7 @@ def compute_pass_rates(
         "shard_size": shard_size,
         "seed": seed,
     }
-    _check_meta(work_dir, meta)
+    meta_written = _check_meta(work_dir, meta)
     num_shards = (len(frame) + shard_size - 1) // shard_size
     stats = {"shards": num_shards, "shards_resumed": 0, "shards_run": 0}
     generator: Generator | None = None
@@ -304,6 +330,10 @@ def compute_pass_rates(
             continue
         if generator is None:
             generator = generator_factory()
+        if not meta_written:
+            # only now that the model has loaded: a run that cannot start leaves nothing behind
+            _write_meta(work_dir, meta)
+            meta_written = True
         lo, hi = shard * shard_size, min(len(frame), (shard + 1) * shard_size)
         prompts = [[dict(m) for m in as_plain(records[i]["prompt"])] for i in range(lo, hi)]
         # one seed per shard: a resumed run samples exactly what an uninterrupted one would
@@ -389,18 +419,39 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    """Every number and path the run will use, before anything is read or loaded: found after the
+    model has loaded (or inside generate) they would cost minutes and end in a traceback."""
+    for flag in ("n", "shard_size", "batch_size", "max_new_tokens", "tensor_parallel_size"):
+        if getattr(args, flag) < 1:
+            raise DataPrepError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
+    if not (math.isfinite(args.temperature) and args.temperature >= 0):
+        raise DataPrepError(f"--temperature must be a finite number >= 0 (0: greedy), got {args.temperature}")
+    if not 0 < args.top_p <= 1:
+        raise DataPrepError(f"--top-p must lie in (0, 1], got {args.top_p}")
+    if not (math.isfinite(args.hard_skew) and args.hard_skew >= 0):
+        raise DataPrepError(f"--hard-skew must be a finite number >= 0, got {args.hard_skew}")
+    if not 0 < args.gpu_memory_utilization <= 1:
+        raise DataPrepError(f"--gpu-memory-utilization must lie in (0, 1], got {args.gpu_memory_utilization}")
+    work_dir = Path(args.work_dir)
+    if work_dir.exists() and not work_dir.is_dir():
+        raise DataPrepError(f"--work-dir {work_dir} is a file; give a directory for the resumable shards")
+    check_writable_dir(work_dir, what=f"--work-dir {work_dir}")
+    for flag, value in (("--model", args.model), ("--tokenizer", args.tokenizer)):
+        # a path (not a hub id "org/name"), spelt as one: say so now, not as a hub error later
+        if value and value.startswith((".", "/", "~")) and not Path(value).expanduser().exists():
+            raise DataPrepError(f"{flag} {value}: no such file or directory")
+
+
 def run(
     args: argparse.Namespace,
     generator_factory: Callable[[], Generator] | None = None,
     on_shard_done: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
-    if args.n < 1 or args.shard_size < 1:
-        raise DataPrepError("--n and --shard-size must be >= 1")
-    if args.hard_skew < 0:
-        raise DataPrepError("--hard-skew must be >= 0")
-    check_output(args.output, args.overwrite)
-    if args.all_output:
-        check_output(args.all_output, args.overwrite)
+    check_arguments(args)
+    check_outputs(
+        {"--output": args.output, "--all-output": args.all_output}, args.overwrite, inputs={"--input": args.input}
+    )
     frame = read_table(args.input) if args.input else None
     if frame is None:
         raise DataPrepError("--input is required: the training parquet made by one of the data_prep builders")
@@ -413,15 +464,22 @@ def run(
     if generator_factory is None:
 
         def generator_factory() -> Generator:
-            return make_generator(
-                args.backend,
-                args.model,
-                sampling,
-                batch_size=args.batch_size,
-                tensor_parallel_size=args.tensor_parallel_size,
-                gpu_memory_utilization=args.gpu_memory_utilization,
-                tokenizer_path=args.tokenizer,
-            )
+            try:
+                return make_generator(
+                    args.backend,
+                    args.model,
+                    sampling,
+                    batch_size=args.batch_size,
+                    tensor_parallel_size=args.tensor_parallel_size,
+                    gpu_memory_utilization=args.gpu_memory_utilization,
+                    tokenizer_path=args.tokenizer,
+                )
+            except DataPrepError:
+                raise
+            except Exception as exc:  # a wrong path, an unknown hub id, no network, a broken config
+                what = f"--model {args.model}" + (f" (--tokenizer {args.tokenizer})" if args.tokenizer else "")
+                reason = (str(exc).strip().splitlines() or [""])[0]
+                raise DataPrepError(f"cannot load {what}: {type(exc).__name__}: {reason}") from None
 
     rates, stats = compute_pass_rates(
         frame,

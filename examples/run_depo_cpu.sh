@@ -86,6 +86,14 @@ TIMEOUT_S=${TIMEOUT_S:-840}                # hard stop for the training run (und
 EXPERIMENT=${EXPERIMENT:-cpu_${MODE}}
 REPORT=${REPORT:-1}                        # 0: no report at the end (MODE=compare reports once, over all runs)
 # --------------------------------------------------------------------------------------------
+# a knob that is not a number would fail later as a bash arithmetic or `timeout` error that does
+# not name it
+for knob in TRAIN_SIZE VAL_SIZE STEPS BATCH N MINI_BATCH PROMPT_LEN RESPONSE_LEN TIMEOUT_S WARMUP SEED; do
+  [[ "${!knob}" =~ ^[0-9]+$ ]] || { echo "$knob must be a whole number, got '${!knob}'" >&2; exit 2; }
+done
+for knob in TEST_FREQ SAVE_FREQ; do
+  [[ "${!knob}" =~ ^-?[0-9]+$ ]] || { echo "$knob must be an integer (-1: never), got '${!knob}'" >&2; exit 2; }
+done
 
 REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO_DIR"
@@ -112,7 +120,26 @@ else
 fi
 export VERL_PLATFORM=cpu                   # activates the plugin in every process verl starts
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+# A fresh run (RESUME_MODE=disable) deletes OUT_DIR's metrics, rollouts and report, a resumed one
+# continues from its checkpoints, and both rewrite train.log: refuse a directory that holds such
+# things but was not made by this demo (a real run's directory given as OUT_DIR by mistake).
+MARKER="$OUT_DIR/.depo_cpu_demo"
+holds_another_run() {
+  [[ -d "$OUT_DIR" && ! -e "$MARKER" ]] || return 1
+  local entry
+  for entry in "$OUT_DIR"/metrics*.jsonl "$OUT_DIR"/{rollouts,report,checkpoints,train.log}; do
+    [[ -e "$entry" ]] && return 0
+  done
+  return 1
+}
+if holds_another_run; then
+  echo "OUT_DIR $OUT_DIR holds a run this demo did not make (no $MARKER): this run would delete or reuse its" \
+       "metrics, rollouts, report or checkpoints. Choose another OUT_DIR (or, if an earlier version of this demo" \
+       "wrote it, touch $MARKER)" >&2
+  exit 2
+fi
 mkdir -p "$OUT_DIR"
+touch "$MARKER"
 START=$(date +%s)
 
 if [[ "$MODE" == compare ]]; then

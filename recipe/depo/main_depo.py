@@ -1,9 +1,10 @@
 """Entry point: ``python -m recipe.depo.main_depo [hydra overrides]``.
 
 Composes ``config/depo_trainer.yaml`` (verl's ppo_trainer + the ``depo:`` block), refuses a bad
-config or unscorable data (``recipe.depo.preflight``) before Ray starts, and runs verl's own V1
-task runner with ``DEPOTrainer`` in place of the sync trainer. ``--cfg job`` prints the composed
-config and exits (hydra handles it; no Ray).
+config or unscorable data (``recipe.depo.preflight``) before Ray starts and before hydra writes
+anything into the run directory (``recipe.depo.start_gate``), and runs verl's own V1 task runner
+with ``DEPOTrainer`` in place of the sync trainer. ``--cfg job`` prints the composed config and
+exits (hydra handles it; no Ray).
 """
 
 from __future__ import annotations
@@ -16,8 +17,7 @@ import hydra
 import ray
 from omegaconf import DictConfig
 
-from recipe.depo.preflight import PreflightError, check_training_start
-from recipe.depo.validation import DEPOConfigError
+from recipe.depo.start_gate import check_start_once
 
 logger = logging.getLogger(__name__)
 
@@ -71,14 +71,8 @@ def run_depo(config: DictConfig) -> None:
 
 @hydra.main(config_path="config", config_name="depo_trainer", version_base=None)
 def main(config: DictConfig) -> None:
-    try:
-        check_training_start(config)  # the config, then the data: the one start-up check
-    except DEPOConfigError as exc:
-        # A config mistake is the user's to fix: one line per problem naming its key, no traceback.
-        lines = [f"depo: invalid config: {key}: {message}" for key, message in exc.problems]
-        raise SystemExit("\n".join(lines)) from None
-    except PreflightError as exc:
-        raise SystemExit(f"depo: cannot train on this data: {exc}") from None
+    # Normally done already by the start gate (hydra.callbacks), before the run dir was written.
+    check_start_once(config)
     run_depo(config)
 
 

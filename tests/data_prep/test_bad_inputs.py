@@ -271,3 +271,35 @@ def test_temporaries_of_a_killed_build_are_removed_by_the_next_run(tmp_path):
     assert nt.main(["--input", str(FIXTURES / "nt" / "numina_tir.jsonl"), "--output", str(out)]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([out.name, busy.name])
     assert remove_stale_temps(out) == []  # the live one stays until its writer is gone
+
+
+# ---------------------------------------------------------------- issue 25's probing
+
+
+def test_dapo_val_output_without_val_size_is_refused_not_ignored(tmp_path, capsys):
+    argv = ["--input", str(DAPO), "--output", str(tmp_path / "t.parquet"), "--val-output", str(tmp_path / "v.parquet")]
+    assert dapo_math_17k.main(argv) == 2
+    assert "--val-output needs --val-size" in _only_error_line(capsys)
+    assert not (tmp_path / "t.parquet").exists()
+
+
+def test_a_jsonl_or_json_that_starts_with_a_byte_order_mark_is_read(tmp_path):
+    for suffix, text in ((".jsonl", DAPO.read_text()), (".json", json.dumps(_dapo_rows()))):
+        src = tmp_path / f"bom{suffix}"
+        src.write_bytes(b"\xef\xbb\xbf" + text.encode())
+        assert dapo_math_17k.main(["--input", str(src), "--output", str(tmp_path / f"o{suffix}.parquet")]) == 0
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--difficulty-col", "level", "--difficulty-min", "nan"], "--difficulty-min nan: must be a finite number"),
+        (["--difficulty-col", "level", "--difficulty-max", "inf"], "--difficulty-max inf: must be a finite number"),
+        (["--difficulty-max", "3"], "--difficulty-max needs --difficulty-col"),
+    ],
+)
+def test_nt_difficulty_bounds_that_would_filter_nothing_are_refused(tmp_path, capsys, flags, message):
+    out = tmp_path / "o.parquet"
+    assert nt.main(["--input", str(FIXTURES / "nt" / "numina_tir.jsonl"), "--output", str(out), *flags]) == 2
+    assert message in _only_error_line(capsys)
+    assert not out.exists()

@@ -308,3 +308,89 @@ def test_cli_greedy_run_through_main(tmp_path, tiny_model, capsys):
     assert len(scored) == 3 and set(scored["n_correct"]) <= {0, 3}  # greedy: all n samples agree
     printed = capsys.readouterr().out
     assert "shards            1 (0 resumed, 1 run)" in printed and "pass-rate distribution" in printed
+
+
+# ---------------------------------------------------------------- issue 25: a model that will not load
+
+
+def _cli_argv(tmp_path, model, tokenizer=None):
+    argv = ["--input", str(tmp_path / "train.parquet"), "--output", str(tmp_path / "kept.parquet")]
+    argv += ["--model", model, "--work-dir", str(tmp_path / "w"), "--n", "2", "--max-new-tokens", "2"]
+    argv += ["--backend", "transformers", "--temperature", "0", "--no-drop-all-correct"]
+    return argv + (["--tokenizer", tokenizer] if tokenizer else [])
+
+
+def test_a_model_that_does_not_load_is_one_line_and_leaves_nothing(tmp_path, capsys):
+    _training_parquet(tmp_path / "train.parquet", count=2)
+    missing = str(tmp_path / "no-such-model")
+    assert pf.main(_cli_argv(tmp_path, missing)) == 2
+    assert _error_line(capsys) == f"error: --model {missing}: no such file or directory"
+    broken = tmp_path / "broken-model"  # a directory that is no model: found only when loading it
+    broken.mkdir()
+    assert pf.main(_cli_argv(tmp_path, str(broken))) == 2
+    assert _error_line(capsys).startswith(f"error: cannot load --model {broken}: ")
+    assert not (tmp_path / "w" / pf.META_FILE).exists() and not (tmp_path / "kept.parquet").exists()
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and "Traceback" not in "\n".join(err), err
+    return err[-1]
+
+
+def test_the_corrected_rerun_after_a_bad_model_runs(tmp_path, tiny_model, capsys):
+    _training_parquet(tmp_path / "train.parquet", count=2)
+    (tmp_path / "typo").mkdir()
+    assert pf.main(_cli_argv(tmp_path, str(tmp_path / "typo"), tiny_model[1])) == 2
+    capsys.readouterr()
+    assert pf.main(_cli_argv(tmp_path, *tiny_model)) == 0, capsys.readouterr().err
+    assert len(pd.read_parquet(tmp_path / "kept.parquet")) == 2
+    assert '"model": "' + tiny_model[0] in (tmp_path / "w" / pf.META_FILE).read_text()
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--top-p", "1.5"], "--top-p must lie in (0, 1], got 1.5"),
+        (["--top-p", "0"], "--top-p must lie in (0, 1]"),
+        (["--temperature", "-1"], "--temperature must be a finite number >= 0"),
+        (["--temperature", "nan"], "--temperature must be a finite number >= 0"),
+        (["--max-new-tokens", "0"], "--max-new-tokens must be >= 1, got 0"),
+        (["--batch-size", "0"], "--batch-size must be >= 1, got 0"),
+        (["--hard-skew", "nan"], "--hard-skew must be a finite number >= 0, got nan"),
+        (["--gpu-memory-utilization", "2"], "--gpu-memory-utilization must lie in (0, 1]"),
+    ],
+)
+def test_bad_numbers_are_refused_before_the_model_loads(tmp_path, tiny_model, capsys, flags, message):
+    _training_parquet(tmp_path / "train.parquet", count=2)
+    assert pf.main([*_cli_argv(tmp_path, *tiny_model), *flags]) == 2
+    assert _error_line(capsys).startswith(f"error: {message}")
+    assert not (tmp_path / "w").exists()
+
+
+def test_a_work_dir_that_is_a_file_is_refused(tmp_path, tiny_model, capsys):
+    _training_parquet(tmp_path / "train.parquet", count=2)
+    argv = _cli_argv(tmp_path, *tiny_model)
+    argv[argv.index("--work-dir") + 1] = str(tmp_path / "train.parquet")
+    assert pf.main(argv) == 2
+    assert "is a file; give a directory" in _error_line(capsys)
+
+
+def test_settings_left_by_a_run_that_sampled_nothing_do_not_block_a_rerun(tmp_path, tiny_model):
+    """A work dir that an older version left with only meta.json (the model never loaded)."""
+    _numbered_parquet(tmp_path / "train.parquet")
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / pf.META_FILE).write_text('{"model": "typo", "n": 4}')
+    result = pf.run(_args(tmp_path, "fake", work, tmp_path / "out.parquet"), generator_factory=FixedGenerator)
+    assert result["stats"]["shards_run"] == 3
+    assert '"model": "fake"' in (work / pf.META_FILE).read_text()
+
+
+def test_shards_without_settings_are_refused(tmp_path):
+    _training_parquet(tmp_path / "train.parquet", count=2)
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "shard-00000.parquet").write_text("x")
+    with pytest.raises(DataPrepError, match="no meta.json"):
+        pf.run(_args(tmp_path, "fake", work, tmp_path / "out.parquet"), generator_factory=FixedGenerator)

@@ -59,3 +59,41 @@ def test_easy_tier_mostly_solved_hardest_rarely(policy_dir):
     assert accuracy[hardest] <= 0.1, accuracy
     # something in between, so that GRPO groups are not all solved or all failed
     assert any(0.05 <= acc <= 0.9 for acc in accuracy.values()), accuracy
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--steps", "0"], "--steps must be at least 1, got 0"),
+        (["--steps", "-5"], "--steps must be at least 1, got -5"),
+        (["--cache-dir", "{file}"], "--cache-dir {file}: {file} is not a directory"),
+        (["--cache-dir", "{file}/below"], "--cache-dir {file}/below: {file} is not a directory"),
+    ],
+)
+def test_bad_arguments_are_one_line_before_any_training(tmp_path, capsys, monkeypatch, argv, message):
+    file = tmp_path / "a-file"
+    file.write_text("not a directory")
+    monkeypatch.setattr(tiny_policy, "warm_start", lambda *a, **k: pytest.fail("trained on a bad argument"))
+    with pytest.raises(SystemExit) as exit_info:
+        tiny_policy.main([a.format(file=file) for a in argv])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and message.format(file=file) in err.strip().splitlines()[-1], err
+
+
+def test_a_cache_variable_that_names_a_file_is_one_line(tmp_path, capsys, monkeypatch):
+    file = tmp_path / "a-file"
+    file.write_text("x")
+    monkeypatch.setenv("DEPO_CPU_CACHE", str(file))
+    with pytest.raises(SystemExit):
+        tiny_policy.main([])
+    assert f"$DEPO_CPU_CACHE {file}: {file} is not a directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("threads", ["abc", "0", "-2", ""])
+def test_a_bad_thread_count_variable_is_one_line(capsys, monkeypatch, tmp_path, threads):
+    monkeypatch.setenv("DEPO_CPU_THREADS", threads)
+    monkeypatch.setattr(tiny_policy, "warm_start", lambda *a, **k: pytest.fail("trained on a bad argument"))
+    with pytest.raises(SystemExit):
+        tiny_policy.main(["--cache-dir", str(tmp_path)])
+    assert f"$DEPO_CPU_THREADS must be a positive integer, got {threads!r}" in capsys.readouterr().err

@@ -143,3 +143,31 @@ def test_score_before_start_is_an_error():
 
     with pytest.raises(RuntimeError, match="not running"):
         asyncio.run(main())
+
+
+def test_a_text_that_fails_the_encoder_fails_only_its_own_request():
+    """The batch that fails is scored again request by request: the other requests batched with
+    the bad one get their scores; only the bad one gets the error."""
+    calls = []
+
+    def predict(texts):
+        calls.append(list(texts))
+        if any("\ud800" in t for t in texts):
+            raise UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed")
+        return _length_score(texts)
+
+    async def main():
+        scorer = MicroBatchScorer(predict, window_s=0.2, max_batch_size=64)
+        await scorer.start()
+        try:
+            requests = [["a" * i] for i in range(1, 6)] + [["ok", "\ud800"]] + [["b" * i] for i in range(1, 6)]
+            return requests, await asyncio.gather(*(scorer.score(r) for r in requests), return_exceptions=True)
+        finally:
+            await scorer.close()
+
+    requests, results = asyncio.run(main())
+    assert isinstance(results[5], UnicodeEncodeError)
+    for request, result in list(zip(requests, results))[:5] + list(zip(requests, results))[6:]:
+        np.testing.assert_allclose(result, _length_score(request))
+    assert len(calls[0]) == 12  # one encoder call for all eleven requests, then one per request
+    assert len(calls) == 1 + 11

@@ -378,3 +378,35 @@ def test_models_lists_both_backends(proxy):
     assert sorted(m["id"] for m in json.loads(body)["data"]) == ["large-model", "small-model"]
     status, _, body = fetch("GET", f"{url}/health")
     assert status == 200 and json.loads(body)["status"] == "ok"
+
+
+def test_one_request_with_text_the_tokenizer_refuses_does_not_fail_the_requests_batched_with_it(estimator, backends):
+    """A lone surrogate is valid JSON but stops the real tokenizer. Batched (a 300 ms window holds
+    all eleven requests in one encoder call) with ten ordinary requests, it sends only itself to
+    the fallback: the ten are scored and routed as they would be alone."""
+    bad = b'{"model": "m", "messages": [{"role": "user", "content": "what is \\ud800 + 1"}]}'
+    texts = [(EASY + HARD)[i % 8] for i in range(10)]
+
+    async def burst(url):
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+
+            async def one(raw):
+                headers = {"Content-Type": "application/json"}
+                async with session.post(url + "/v1/chat/completions", data=raw, headers=headers) as response:
+                    await response.read()
+                    return response.status, response.headers["X-DEPO-Decided-By"], response.headers["X-DEPO-Route"]
+
+            bodies = (
+                [json.dumps(chat(t)).encode() for t in texts[:5]]
+                + [bad]
+                + [json.dumps(chat(t)).encode() for t in texts[5:]]
+            )
+            return await asyncio.gather(*(one(raw) for raw in bodies))
+
+    settings = dict(small=backends["small_url"], large=backends["large_url"], threshold=0.5, batch_window_ms=300)
+    with proxy_for(estimator, **settings) as (_, url):
+        results = asyncio.run(burst(url))
+    assert results[5] == (200, "fallback", "large")
+    ordinary = results[:5] + results[6:]
+    assert [r[1] for r in ordinary] == ["score"] * 10
+    assert [r[2] for r in ordinary] == ["small" if i % 8 < 4 else "large" for i in range(10)]

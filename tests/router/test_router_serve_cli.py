@@ -99,3 +99,83 @@ def test_cli_serves_from_a_yaml_config(estimator_checkpoint, backends, tmp_path)
     # uvicorn shuts down gracefully, then re-raises the signal it caught, so the exit is by SIGTERM.
     assert proc.returncode == -signal.SIGTERM
     assert "Traceback" not in stderr, stderr
+
+
+def _damaged_copy(checkpoint: str, tmp_path: Path, damage: str) -> Path:
+    import shutil
+
+    copy = tmp_path / f"ckpt-{damage}"
+    shutil.copytree(checkpoint, copy)
+    if damage == "truncated_heads":
+        data = (copy / "heads.pt").read_bytes()
+        (copy / "heads.pt").write_bytes(data[: len(data) // 2])
+    elif damage == "no_backbone":
+        shutil.rmtree(copy / "backbone")
+    elif damage == "empty_backbone":
+        shutil.rmtree(copy / "backbone")
+        (copy / "backbone").mkdir()
+    elif damage == "no_optimizer":
+        (copy / "optimizer.pt").unlink()
+    return copy
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        ("truncated_heads", "heads.pt: not a complete torch file"),
+        ("no_backbone", ": no backbone/"),
+        ("empty_backbone", ": no backbone/"),
+        ("no_optimizer", ": no optimizer.pt"),
+    ],
+)
+def test_a_damaged_checkpoint_is_one_line_naming_the_file(estimator_checkpoint, tmp_path, capsys, damage, message):
+    copy = _damaged_copy(estimator_checkpoint, tmp_path, damage)
+    assert main(["--estimator", str(copy), "--dry-run", "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"depo-router: estimator: {copy}") and message in err, err
+
+
+@pytest.mark.parametrize(
+    "argv", [["--threshold", "1.5"], ["--port", "99999"], ["--config", "/nonexistent.yaml"], ["--small", "h:1"]]
+)
+def test_a_bad_setting_is_refused_before_torch_or_verl_is_imported(argv):
+    """The settings are checked in about a second: verl (torch, tensordict: ~6 s here, far more on
+    a busy machine) is imported only to load the estimator."""
+    probe = (
+        "import sys\n"
+        "from recipe.depo.router.__main__ import main\n"
+        f"code = main(['serve', '--estimator', 'e', '--large', 'http://h:2', *{argv!r}])\n"
+        "print('code', code, 'heavy:', sorted(m for m in ('torch', 'verl', 'transformers') if m in sys.modules))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, env=env)
+    assert "code 2 heavy: []" in out.stdout, out.stdout + out.stderr[-2000:]
+
+
+@pytest.fixture
+def estimator_never_loads(monkeypatch):
+    import recipe.depo.router.serve as serve
+
+    monkeypatch.setattr(serve, "load_estimator", lambda *a, **k: pytest.fail("loaded the estimator first"))
+
+
+@pytest.mark.parametrize("where", ["directory", "missing_folder"])
+def test_a_route_log_that_cannot_be_opened_is_refused_before_the_estimator_loads(
+    tmp_path, capsys, estimator_never_loads, where
+):
+    path = tmp_path if where == "directory" else tmp_path / "no" / "routes.jsonl"
+    assert main(["--estimator", "e", "--dry-run", "--port", "0", "--route-log", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"depo-router: route_log: cannot open {path}: ") and len(err.strip().splitlines()) == 1
+
+
+def test_a_port_in_use_is_refused_before_the_estimator_loads(capsys, estimator_never_loads):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        assert main(["--estimator", "e", "--dry-run", "--port", str(port)]) == 2
+    assert f"depo-router: cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err

@@ -2,11 +2,17 @@
 outputs with a real (tiny) estimator checkpoint, and every bad input refused before the estimator runs."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from recipe.depo.router import offline, table3
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_table3_by_hand():
@@ -192,3 +198,44 @@ def test_bad_input_names_the_file_before_the_estimator_runs(case, message, setup
     assert offline.main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err and "\n" not in err, err
+
+
+@pytest.mark.parametrize(
+    "damage, message", [("truncated_heads", "heads.pt: not a complete"), ("no_backbone", "no backbone/")]
+)
+def test_a_damaged_checkpoint_is_one_line_naming_the_file(setup, capsys, damage, message):
+    import shutil
+
+    ckpt = setup / "ckpt"
+    if damage == "truncated_heads":
+        data = (ckpt / "heads.pt").read_bytes()
+        (ckpt / "heads.pt").write_bytes(data[:100])
+    else:
+        shutil.rmtree(ckpt / "backbone")
+    assert offline.main(_argv(setup)) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.startswith(f"error: {ckpt}") and message in err, err
+
+
+@pytest.mark.parametrize("flag", [["--thresholds", "1.5"], ["--data"], ["--no-such-flag"]])
+def test_a_bad_argument_is_refused_before_torch_or_verl_is_imported(setup, flag):
+    """The argument check answers in about a second: verl (torch, tensordict: ~6 s here) is imported
+    only once every input has been checked."""
+    probe = (
+        "import sys\n"
+        "from recipe.depo.router.__main__ import main\n"
+        "try:\n"
+        f"    main({_argv(setup, *flag)!r})\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print('heavy:', sorted(m for m in ('torch', 'verl', 'transformers') if m in sys.modules))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, env=env)
+    assert "heavy: []" in out.stdout, out.stdout + out.stderr[-2000:]
+    assert "error:" in out.stderr
+
+
+def test_minus_zero_threshold_is_zero(setup, capsys):
+    assert offline.main(_argv(setup, "--thresholds", "-0")) == 0
+    assert "tau=-0" not in capsys.readouterr().out

@@ -283,12 +283,27 @@ def ensure_tiny_policy(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Build (or find) the cached tiny warm-started policy.")
+    parser = argparse.ArgumentParser(
+        prog="python -m recipe.depo.demo.tiny_policy",
+        description="Build (or find) the cached tiny warm-started policy.",
+    )
     parser.add_argument("--cache-dir", default=None, help="cache root (default $DEPO_CPU_CACHE or ~/.cache/depo-verl)")
     parser.add_argument("--steps", type=int, default=TinyPolicySpec.steps)
     parser.add_argument("--seed", type=int, default=TinyPolicySpec.seed)
     parser.add_argument("--eval", action="store_true", help="print greedy accuracy per tier")
     args = parser.parse_args(argv)
+    if args.steps < 1:
+        parser.error(f"--steps must be at least 1, got {args.steps}")
+    threads = os.environ.get("DEPO_CPU_THREADS", "1")
+    if not threads.isdigit() or int(threads) < 1:
+        parser.error(f"$DEPO_CPU_THREADS must be a positive integer, got {threads!r}")
+    from recipe.depo.fsutil import unwritable_dir_reason
+
+    root = Path(args.cache_dir) if args.cache_dir else default_cache_root()
+    reason = unwritable_dir_reason(root)
+    if reason:
+        where = "--cache-dir" if args.cache_dir else "$DEPO_CPU_CACHE" if "DEPO_CPU_CACHE" in os.environ else "cache"
+        parser.error(f"{where} {root}: {reason}")
     spec = TinyPolicySpec(steps=args.steps, seed=args.seed)
     path = ensure_tiny_policy(spec, args.cache_dir)
     info = json.loads((path / "depo_tiny_policy.json").read_text())

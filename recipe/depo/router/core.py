@@ -157,10 +157,11 @@ class DifficultyRouter:
         self.threshold = threshold
 
     @classmethod
-    def from_checkpoint(cls, path: str, threshold: float = 0.5) -> DifficultyRouter:
-        from recipe.depo.estimator import OnlineEstimator
+    def from_checkpoint(cls, path: str, threshold: float = 0.5, device: str = "auto") -> DifficultyRouter:
+        """A CheckpointError (one line naming the file) when ``path`` is not a usable checkpoint."""
+        from recipe.depo.router.estimator_checkpoint import load_estimator
 
-        return cls(OnlineEstimator.load(path), threshold=threshold)
+        return cls(load_estimator(path, device), threshold=threshold)
 
     def predict(self, questions: list[str]) -> np.ndarray:
         return np.asarray(self.estimator.predict(list(questions)), dtype=np.float64)

@@ -29,6 +29,7 @@ from recipe.depo.evaluate.results import display_name, ordered_sets
 from recipe.depo.fsutil import unwritable_dir_reason, write_text_atomic
 from recipe.depo.prompt_text import prompt_text
 from recipe.depo.router.core import DifficultyRouter, table3
+from recipe.depo.router.estimator_checkpoint import CheckpointError, check_checkpoint
 
 THRESHOLDS = [0.75, 0.70, 0.50, 0.30]  # the paper's
 
@@ -40,7 +41,7 @@ def _threshold(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"{text} is outside [0, 1] (a predicted accuracy)")
-    return value
+    return value + 0.0  # -0 is 0 (the row would read "tau=-0")
 
 
 def estimator_dir(path: str) -> Path:
@@ -198,8 +199,9 @@ def run(args: argparse.Namespace) -> tuple[list[dict], list[str]]:
             per_model.append(matched(name, queries, read_results(file, args.acc_column), file))
         outcomes[name] = per_model
     checkpoint = estimator_dir(args.estimator)
+    check_checkpoint(str(checkpoint))
 
-    # every input is checked: only now the (possibly slow) estimator runs
+    # every input is checked: only now the (possibly slow) estimator runs.
     router = DifficultyRouter.from_checkpoint(str(checkpoint))
     texts = [prompt_text(q.messages, q.extra_info) for queries in sets.values() for q in queries]
     predicted = router.predict(texts)
@@ -216,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         rows, set_names = run(args)
-    except EvalError as exc:
+    except (EvalError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.json_output:

@@ -29,7 +29,9 @@ class MicroBatchScorer:
     ``window_s``: how long the first request of a batch waits for company. ``max_chars``: each
     text is cut to this many characters before tokenising (the encoder truncates to its
     ``max_length`` tokens anyway; the cut bounds the tokeniser's time and memory on huge inputs).
-    ``on_batch(batch_size, seconds)`` is called on the event loop after each encoder call.
+    ``on_batch(batch_size, seconds)`` is called on the event loop after each encoder call. When a
+    call fails, each request in it is scored again alone: only a request whose own text fails
+    gets the error.
     """
 
     def __init__(
@@ -140,10 +142,14 @@ class MicroBatchScorer:
                     if not item.future.done():
                         item.future.set_exception(RuntimeError("the scorer was shut down"))
                 raise
-            except Exception as exc:  # handed to every waiting request; the batcher lives on
-                for item in batch:
-                    if not item.future.done():
-                        item.future.set_exception(exc)
+            except Exception as exc:
+                if len(batch) == 1:  # the batcher lives on
+                    if not batch[0].future.done():
+                        batch[0].future.set_exception(exc)
+                    continue
+                # One request's text can fail the whole call (a lone surrogate stops the tokeniser):
+                # each request is scored again on its own, so only the bad one gets the error.
+                await self._score_one_by_one(loop, batch)
                 continue
             elapsed = time.perf_counter() - started
             self.batches += 1
@@ -155,6 +161,28 @@ class MicroBatchScorer:
                 if not item.future.done():
                     item.future.set_result(predicted[offset : offset + n])
                 offset += n
+
+    async def _score_one_by_one(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]) -> None:
+        for item in batch:
+            if item.future.done():
+                continue
+            started = time.perf_counter()
+            try:
+                predicted = await loop.run_in_executor(self._executor, self._predict_array, item.texts)
+            except asyncio.CancelledError:
+                for rest in batch:
+                    if not rest.future.done():
+                        rest.future.set_exception(RuntimeError("the scorer was shut down"))
+                raise
+            except Exception as exc:
+                if not item.future.done():
+                    item.future.set_exception(exc)
+                continue
+            self.batches += 1
+            if self._on_batch is not None:
+                self._on_batch(len(item.texts), time.perf_counter() - started)
+            if not item.future.done():
+                item.future.set_result(predicted)
 
     def _predict_array(self, texts: list[str]) -> np.ndarray:
         predicted = np.asarray(self._predict(texts), dtype=np.float64)

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from recipe.depo.fsutil import unwritable_dir_reason
+from recipe.depo.router.estimator_checkpoint import load_estimator
 from recipe.depo.router.serve_config import API_KEY_ENV, ConfigError, ServeConfig
 
 logger = logging.getLogger("recipe.depo.router")
@@ -24,24 +26,6 @@ logger = logging.getLogger("recipe.depo.router")
 # Texts are cut to this many characters per estimator token before tokenising: the encoder reads
 # at most max_length tokens, and one token is almost never longer than this.
 CHARS_PER_TOKEN_CAP = 64
-_CHECKPOINT_FILES = ("config.json", "state.json", "heads.pt", "backbone")
-
-
-def load_estimator(path: str, device: str = "auto"):
-    """An ``OnlineEstimator.save`` directory, ready to score on ``device`` (auto: CUDA if any)."""
-    for name in _CHECKPOINT_FILES:
-        if not os.path.exists(os.path.join(path, name)):
-            raise FileNotFoundError(
-                f"{path}: no {name}; expected a directory written by OnlineEstimator.save "
-                f"(e.g. CKPT/global_step_N/depo/estimator)"
-            )
-    import torch
-
-    from recipe.depo.estimator import OnlineEstimator
-
-    resolved = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-    # bfloat16 autocast needs CUDA; on CPU the float32 weights are read as they are.
-    return OnlineEstimator.load(path, device=resolved, dtype="float32" if resolved == "cpu" else None)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,6 +67,18 @@ def read_config_file(path: Path) -> Any:
     return {} if values is None else values
 
 
+def route_log_problem(path: str | None) -> str | None:
+    """Why ``path`` cannot be opened for appending (a directory, a missing or unwritable folder), or None."""
+    if path is None:
+        return None
+    if os.path.isdir(path):
+        return "Is a directory"
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        return f"no folder {folder}"
+    return unwritable_dir_reason(folder)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cli = {k: v for k, v in vars(args).items() if k != "config"}
@@ -105,9 +101,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     from recipe.depo.router.listen import bind, make_server, url_of
     from recipe.depo.router.proxy import RouterProxy
 
+    # What can be checked in a moment is checked before the estimator loads (seconds, more on a
+    # busy machine): the route log can be opened, and the port is free (bound now, served later).
+    reason = route_log_problem(config.route_log)
+    if reason:
+        print(f"depo-router: route_log: cannot open {config.route_log}: {reason}", file=sys.stderr)
+        return 2
+    try:
+        sock = bind(config.host, config.port)
+    except OSError as exc:
+        print(f"depo-router: cannot listen on {config.host}:{config.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     try:
         estimator = load_estimator(config.estimator, config.device)
     except (OSError, ValueError) as exc:
+        sock.close()
         print(f"depo-router: estimator: {exc}", file=sys.stderr)
         return 2
     router = DifficultyRouter(estimator, threshold=config.threshold)
@@ -119,11 +127,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         # added ~320 ms (p50) with 2 threads vs ~7-13 ms with 1. On a quiet or dedicated machine more
         # threads pay (2 threads: ~2x MiniLM throughput there); see docs/router.md.
         torch.set_num_threads(config.torch_threads or 1)
-    try:
-        sock = bind(config.host, config.port)
-    except OSError as exc:
-        print(f"depo-router: cannot listen on {config.host}:{config.port}: {exc.strerror or exc}", file=sys.stderr)
-        return 2
     url = url_of(sock)
 
     def ready() -> None:

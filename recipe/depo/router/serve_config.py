@@ -11,8 +11,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from recipe.depo.router.problem_text import DEFAULT_INSTRUCTIONS
-
 API_KEY_ENV = "DEPO_ROUTER_API_KEY"
 _DEVICES = ("auto", "cpu", "cuda")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -96,6 +94,10 @@ class ServeConfig:
 
     @property
     def instruction_texts(self) -> tuple[str, ...]:
+        # imported here: problem_text reads recipe.depo.labels, which imports verl (~6 s), and the
+        # settings are checked before any of that
+        from recipe.depo.router.problem_text import DEFAULT_INSTRUCTIONS
+
         return DEFAULT_INSTRUCTIONS if self.instructions is None else tuple(self.instructions)
 
     @property

@@ -1,0 +1,68 @@
+"""examples/run_depo_cpu.sh checks its knobs before it touches anything. It deletes OUT_DIR's
+metrics, rollouts and report before a fresh run (and continues from its checkpoints on a resume),
+so it refuses a directory that holds a run it did not make; a knob that is not a number is named.
+Each case stops before training (a refused knob or OUT_DIR, or TRAIN_SIZE=0, which the data
+builder refuses right after the checks)."""
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _demo(out_dir: Path, **knobs) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VERL_", "DEPO_"))}
+    env.update(OUT_DIR=str(out_dir), TRAIN_SIZE="0", REPORT="0", PYTHONPATH=str(REPO), **knobs)
+    return subprocess.run(
+        ["bash", str(REPO / "examples" / "run_depo_cpu.sh")], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def _finished_run(run_dir: Path) -> dict[str, bytes]:
+    (run_dir / "rollouts").mkdir(parents=True)
+    (run_dir / "rollouts" / "1.jsonl").write_text('{"step": 1}\n')
+    (run_dir / "metrics.jsonl").write_text('{"step": 1, "data": {}}\n')
+    (run_dir / "config.yaml").write_text("trainer: {}\n")
+    return {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("resume", ["disable", "auto"])
+def test_another_runs_directory_is_refused_and_kept(tmp_path, resume):
+    run_dir = tmp_path / "real_run"
+    before = _finished_run(run_dir)
+    out = _demo(run_dir, RESUME_MODE=resume)
+    assert out.returncode == 2
+    assert f"OUT_DIR {run_dir} holds a run this demo did not make" in out.stderr, out.stderr[-2000:]
+    after = {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()}
+    assert after == before
+
+
+@pytest.mark.parametrize("state", ["missing", "empty", "marked"])
+def test_a_new_empty_or_demo_directory_gets_past_the_check(tmp_path, state):
+    out_dir = tmp_path / "demo"
+    if state != "missing":
+        _finished_run(out_dir) if state == "marked" else out_dir.mkdir()
+    if state == "marked":
+        (out_dir / ".depo_cpu_demo").touch()
+    out = _demo(out_dir)
+    assert "holds a run this demo did not make" not in out.stderr
+    assert "--train-size must be a positive integer, got 0" in out.stderr, out.stderr[-2000:]
+    assert (out_dir / ".depo_cpu_demo").exists()
+
+
+@pytest.mark.parametrize(
+    "knob, value, message",
+    [
+        ("N", "abc", "N must be a whole number, got 'abc'"),
+        ("TIMEOUT_S", "10m", "TIMEOUT_S must be a whole number, got '10m'"),
+        ("BATCH", "-4", "BATCH must be a whole number, got '-4'"),
+        ("SAVE_FREQ", "x", "SAVE_FREQ must be an integer (-1: never), got 'x'"),
+    ],
+)
+def test_a_knob_that_is_not_a_number_is_named(tmp_path, knob, value, message):
+    out = _demo(tmp_path / "demo", **{knob: value})
+    assert out.returncode == 2 and out.stderr.strip().splitlines()[-1] == message, out.stderr[-2000:]
+    assert not (tmp_path / "demo").exists()
