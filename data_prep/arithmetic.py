@@ -16,77 +16,16 @@ easy, impossible and informative prompts DEPO is meant to sort out.
 from __future__ import annotations
 
 import argparse
-import random
 import sys
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from data_prep.common import DataPrepError, check_output_dir, check_outputs, make_row, publish_parquets
+from recipe.depo.demo.arithmetic_task import TIERS, Tier, answer_text, iter_problems, make_problem, prompt_for
+
+__all__ = ["TIERS", "Tier", "answer_text", "build", "build_rows", "iter_problems", "make_problem", "prompt_for"]
 
 DATA_SOURCE = "arithmetic"
 ABILITY = "arithmetic"
-
-
-@dataclass(frozen=True)
-class Tier:
-    name: str
-    digits: tuple[int, ...]  # digits of each operand, in order
-    ops: str  # operator choices between consecutive operands
-
-
-TIERS: tuple[Tier, ...] = (
-    Tier("1d+1d", (1, 1), "+"),
-    Tier("1d-1d", (1, 1), "-"),
-    Tier("2d+1d", (2, 1), "+"),
-    Tier("2d+-2d", (2, 2), "+-"),
-    Tier("3d+-3d", (3, 3), "+-"),
-    Tier("4x3d", (3, 3, 3, 3), "+-"),
-)
-
-
-def prompt_for(question: str) -> str:
-    # Short on purpose: the tiny policy tokenises character by character.
-    return f"{question}=?"
-
-
-def _operand(rng: random.Random, digits: int) -> int:
-    low = 0 if digits == 1 else 10 ** (digits - 1)
-    return rng.randint(low, 10**digits - 1)
-
-
-def make_problem(rng: random.Random, tier_index: int) -> tuple[str, int]:
-    """One problem of ``TIERS[tier_index]``: its text (e.g. ``"37-12"``) and its integer value."""
-    if not 0 <= tier_index < len(TIERS):
-        raise ValueError(f"tier {tier_index} out of range: valid tiers are 0..{len(TIERS) - 1}")
-    tier = TIERS[tier_index]
-    operands = [_operand(rng, d) for d in tier.digits]
-    text = str(operands[0])
-    value = operands[0]
-    for operand in operands[1:]:
-        op = rng.choice(tier.ops)
-        text += f"{op}{operand}"
-        value = value + operand if op == "+" else value - operand
-    return text, value
-
-
-def answer_text(value: int) -> str:
-    """The response the warm start teaches and the reward accepts."""
-    return f"\\boxed{{{value}}}"
-
-
-def iter_problems(
-    seed: int, count: int, tier_weights: tuple[float, ...] | None = None
-) -> Iterator[tuple[int, str, int]]:
-    """``count`` problems as ``(tier, question, value)``, tiers in round-robin unless weighted."""
-    rng = random.Random(seed)
-    for i in range(count):
-        if tier_weights is None:
-            tier = i % len(TIERS)
-        else:
-            tier = rng.choices(range(len(TIERS)), weights=tier_weights)[0]
-        question, value = make_problem(rng, tier)
-        yield tier, question, value
 
 
 def build_rows(split: str, seed: int, count: int, start_index: int = 0) -> list[dict]:

@@ -33,11 +33,10 @@ def modules_under(root: Path, skip: tuple[str, ...] = ()) -> dict[str, set[str]]
 
 def test_recipe_imports_nothing_from_data_prep():
     # data_prep builds parquet files and imports the recipe's text and reward rules; the recipe
-    # must not depend back on it. The CPU demo (recipe/depo/demo) is the one exception: its tiny
-    # policy is warm-started on the demo's own task, which data_prep/arithmetic.py generates.
+    # must not depend back on it (the demo's task lives in recipe/depo/demo/arithmetic_task.py).
     offenders = {
         file: sorted(m for m in mods if m == "data_prep" or m.startswith("data_prep."))
-        for file, mods in modules_under(RECIPE, skip=("demo",)).items()
+        for file, mods in modules_under(RECIPE).items()
     }
     assert not {f: m for f, m in offenders.items() if m}
 

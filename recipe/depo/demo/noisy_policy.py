@@ -86,7 +86,7 @@ def noisy_target(rng: random.Random, tier: int, value: int, noise: tuple[float, 
 
 def warm_start(spec: NoisyPolicySpec, model, tokenizer, log_every: int = 50) -> list[float]:
     """Supervised answer-only training on generated problems with noisy targets; the loss curve."""
-    from data_prep.arithmetic import answer_text, iter_problems, prompt_for
+    from recipe.depo.demo.arithmetic_task import answer_text, iter_problems, prompt_for
 
     torch.manual_seed(spec.seed)
     rng = random.Random(spec.seed + 29)
@@ -144,7 +144,7 @@ def sampled_tier_accuracy(
 ) -> dict[int, dict[str, float]]:
     """Greedy and sampled (mean over ``samples``) accuracy per tier on fresh problems, scored by
     the project's reward function."""
-    from data_prep.arithmetic import TIERS, make_problem, prompt_for
+    from recipe.depo.demo.arithmetic_task import TIERS, make_problem, prompt_for
     from recipe.depo.reward import compute_score
 
     rng = random.Random(seed)

@@ -63,7 +63,7 @@ class TinyPolicySpec:
     steps: int = 600
     batch_size: int = 64
     lr: float = 3e-3
-    # Training mix over data_prep.arithmetic.TIERS: mostly the lower tiers, a little of the top
+    # Training mix over arithmetic_task.TIERS: mostly the lower tiers, a little of the top
     # so the policy learns the answer format everywhere without learning to solve the top.
     tier_weights: tuple[float, ...] = (2.0, 2.0, 3.0, 2.0, 1.0, 0.5)
     format_version: int = FORMAT_VERSION
@@ -150,7 +150,7 @@ def _encode_example(tokenizer, prompt_text: str, answer: str) -> tuple[list[int]
 
 def warm_start(spec: TinyPolicySpec, model, tokenizer, log_every: int = 250) -> list[float]:
     """Supervised answer-only training on generated problems; returns the loss curve."""
-    from data_prep.arithmetic import answer_text, iter_problems, prompt_for
+    from recipe.depo.demo.arithmetic_task import answer_text, iter_problems, prompt_for
 
     torch.manual_seed(spec.seed)
     pad_id = tokenizer.pad_token_id
@@ -221,7 +221,7 @@ def greedy_answers(model, tokenizer, prompt_texts: list[str], max_new_tokens: in
 
 def tier_accuracy(model, tokenizer, per_tier: int = 50, seed: int = 12345) -> dict[int, float]:
     """Greedy accuracy per tier on fresh problems, scored by the project's reward function."""
-    from data_prep.arithmetic import TIERS, make_problem, prompt_for
+    from recipe.depo.demo.arithmetic_task import TIERS, make_problem, prompt_for
     from recipe.depo.reward import compute_score
 
     rng = random.Random(seed)
