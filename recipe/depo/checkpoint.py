@@ -80,19 +80,23 @@ def save(config: DictConfig, step: int, intake: PromptIntake, estimator: Estimat
     return final
 
 
-def prune(config: DictConfig) -> list[str]:
+def prune(config: DictConfig, saved_step: int) -> list[str]:
     """Remove ``depo/`` from the step folders whose actor state verl has deleted.
 
     verl keeps ``trainer.max_actor_ckpt_to_keep`` actor checkpoints and deletes only their
     ``actor/`` folders; DEPO's state (the estimator's weights and Adam state, ~0.8 GB for
     DistilBERT) follows the same retention. A step folder that still has its actor keeps its
     ``depo/`` (verl leaves the checkpoints of an earlier run alone after a resume, and so does this).
+    Nothing is removed without a retention limit (verl then deletes nothing either), and never the
+    step just saved: its ``depo/`` is what a resume from it needs, whatever happened to its actor.
     """
     root = config.trainer.default_local_dir
     removed = []
-    if not os.path.isdir(root):
+    if not config.trainer.get("max_actor_ckpt_to_keep") or not os.path.isdir(root):
         return removed
     for name in os.listdir(root):
+        if name == f"global_step_{saved_step}":
+            continue
         folder = os.path.join(root, name)
         state = os.path.join(folder, STATE_DIR)
         if (

@@ -116,7 +116,7 @@ class DEPOTrainer(PPOTrainerSync):
             checkpoint.save(self.config, self.global_steps, self.intake, self.estimator)
         super()._save_checkpoint()
         if self.intake is not None:
-            for state in checkpoint.prune(self.config):
+            for state in checkpoint.prune(self.config, self.global_steps):
                 logger.info(f"removed {state}: verl removed that step's actor (trainer.max_actor_ckpt_to_keep)")
 
     def _load_checkpoint(self):
