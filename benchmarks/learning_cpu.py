@@ -90,8 +90,9 @@ def parse_seeds(text: str) -> list[int]:
 
 def curve_from_run(run) -> list[dict]:
     """One point per validation: cumulative rollouts generated (DAPO's discarded groups included)
-    and training seconds up to that step, and the validation's mean accuracy over sources (%)."""
-    from recipe.depo.report.tables import _num, step_accounting, validation_accuracy
+    and training seconds up to that step, the validation's mean accuracy over sources (%) and, where
+    the run dumped its validation answers, that measurement's standard error over prompts."""
+    from recipe.depo.report.tables import _num, step_accounting, validation_accuracy, validation_se
 
     rollouts = {0: 0.0}
     seconds = {0: 0.0}
@@ -112,9 +113,14 @@ def curve_from_run(run) -> list[dict]:
                 "rollouts": round(rollouts[upto]),
                 "seconds": round(seconds[upto], 2),
                 "val_acc": round(mean(per_set.values()), 3),
+                "val_se": _round(validation_se(Path(run.path) / "validation" / f"{step}.jsonl")),
             }
         )
     return curve
+
+
+def _round(value: float | None, digits: int = 3) -> float | None:
+    return None if value is None else round(value, digits)
 
 
 def mean_se(values: list[float]) -> tuple[float, float | None]:
@@ -319,8 +325,8 @@ def render(result: dict, settings: dict) -> str:
         "Accuracy: validation mean@VAL_N at the sampling temperature (%), mean ± SE over seeds.",
         "",
         "| method | seeds | first acc | final acc | rollouts to target | seconds to target "
-        "| useful groups / rollout | zero-adv share | min acc | entropy first → last |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| useful groups / rollout | zero-adv share | min acc | entropy first → last | one validation's SE |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for method, s in result["summary"].items():
         se = f" ± {s['final_acc_se']:.2f}" if s["final_acc_se"] is not None else ""
@@ -336,12 +342,14 @@ def render(result: dict, settings: dict) -> str:
             f"| {_fmt(s['rollouts_to_target'], 0)} | {_fmt(s['seconds_to_target'], 0)} "
             f"| {_fmt(s['useful_groups_per_rollout'], 4) if s['useful_groups_per_rollout'] is not None else '-'} "
             f"| {_fmt(s['zero_adv_share'], 3) if s['zero_adv_share'] is not None else '-'} "
-            f"| {_fmt(s.get('min_acc'), 2)} | {ent} |"
+            f"| {_fmt(s.get('min_acc'), 2)} | {ent} | {_fmt(s.get('val_se_max'), 2)} |"
         )
     lines += [
         "",
         "min acc: the lowest validation over the run (mean over seeds), the collapse guard; verl's "
-        "`actor/entropy` at the first and last step beside it (per step it also follows the batch's prompts).",
+        "`actor/entropy` at the first and last step beside it (per step it also follows the batch's prompts). "
+        "One validation's SE: the largest, over the method's validations, of the standard error over "
+        "prompts of one measurement (from the run's `validation/` dump; the sampling noise of one point).",
         "",
         f"Machine: {settings['machine']}. Settings: {json.dumps(settings['run_env'], sort_keys=True)}; "
         f"seeds {settings['seeds']}; command: `{settings['command']}`.",
@@ -416,6 +424,8 @@ def collect(output: Path, plan: list[tuple[str, int]]) -> dict:
         s["entropy"] = {"first": mean(firsts) if firsts else None, "last": mean(lasts) if lasts else None}
         mins = [min(p["val_acc"] for p in r["curve"]) for r in runs if r["method"] == method and r["curve"]]
         s["min_acc"] = mean(mins) if mins else None
+        ses = [p["val_se"] for r in runs if r["method"] == method for p in r["curve"] if p.get("val_se") is not None]
+        s["val_se_max"] = max(ses) if ses else None
     return {"runs": runs, "summary": summary, "target_acc": target}
 
 

@@ -11,12 +11,13 @@
 #   MODE=dapo bash examples/run_depo_cpu.sh       # GRPO + verl's DAPO dynamic sampling (algorithm.filter_groups)
 #   MODE=compare bash examples/run_depo_cpu.sh    # GRPO, DAPO and DEPO on the same data, policy and seed,
 #                                                 # then one side-by-side report ($OUT_DIR/report)
-#   POLICY=noisy bash examples/run_depo_cpu.sh    # the near-miss warm start, validated with 4 sampled answers
+#   POLICY=tiny bash examples/run_depo_cpu.sh     # the correct-answer warm start, greedy validation (RL only
+#                                                 # sharpens it: see docs/compare.md, "Learning on CPU")
 #
 # MODE=depo (default) trains through recipe.depo.main_depo: the all-MiniLM-L6-v2 estimator scores
 # candidate prompts and only those predicted inside the window are rolled out after warm-up.
 # OUT_DIR is the run directory: config.yaml (hydra's composed config), metrics.jsonl (verl's file
-# logger), rollouts/, checkpoints/ and report/.
+# logger), rollouts/, validation/ (every validation answer, scored), checkpoints/ and report/.
 set -euo pipefail
 
 # ---- knobs ---------------------------------------------------------------------------------
@@ -57,11 +58,11 @@ N=${N:-4}                                  # rollouts per prompt (GRPO group siz
 MINI_BATCH=${MINI_BATCH:-$BATCH}           # one optimizer step per training step
 PROMPT_LEN=${PROMPT_LEN:-48}
 RESPONSE_LEN=${RESPONSE_LEN:-12}
+# noisy: tiny + a fine-tune that leaves most answers unboxed (the reward refuses them): it computes
+#        the easy answers but rarely delivers them, and RL learns to (recipe/depo/demo/noisy_policy.py;
+#        docs/compare.md, "Learning on CPU": validation mean@4 ~4% -> ~16% in 10-30 steps)
 # tiny:  warm-started on correct answers, already at what it can represent: RL only sharpens it
-# noisy: tiny + a fine-tune on near-miss answers: it can compute the answers but is unreliable, so
-#        RL's sharpening would be improvement (recipe/depo/demo/noisy_policy.py; docs/compare.md,
-#        "Learning on CPU", has what GRPO measured on it)
-POLICY=${POLICY:-tiny}
+POLICY=${POLICY:-noisy}
 TEMPERATURE=${TEMPERATURE:-1.0}
 case "$POLICY" in
   noisy)
@@ -127,7 +128,7 @@ MARKER="$OUT_DIR/.depo_cpu_demo"
 holds_another_run() {
   [[ -d "$OUT_DIR" && ! -e "$MARKER" ]] || return 1
   local entry
-  for entry in "$OUT_DIR"/metrics*.jsonl "$OUT_DIR"/{rollouts,report,checkpoints,train.log}; do
+  for entry in "$OUT_DIR"/metrics*.jsonl "$OUT_DIR"/{rollouts,validation,report,checkpoints,train.log}; do
     [[ -e "$entry" ]] && return 0
   done
   return 1
@@ -160,7 +161,7 @@ fi
 # verl's file logger truncates its file when a run starts: a resumed run keeps the earlier steps
 # as metrics.<time>.jsonl (python -m recipe.depo.report reads the parts in order)
 if [[ "$RESUME_MODE" == disable ]]; then
-  rm -rf "$OUT_DIR/rollouts" "$OUT_DIR/report" "$OUT_DIR"/metrics*.jsonl
+  rm -rf "$OUT_DIR/rollouts" "$OUT_DIR/validation" "$OUT_DIR/report" "$OUT_DIR"/metrics*.jsonl
 elif [[ -s "$OUT_DIR/metrics.jsonl" ]]; then
   mv "$OUT_DIR/metrics.jsonl" "$OUT_DIR/metrics.$(date +%s).jsonl"
 fi
@@ -244,6 +245,7 @@ timeout --signal=INT --kill-after=30 "$TIMEOUT_S" python -m "$ENTRY" "${CONFIG_A
   trainer.save_freq="$SAVE_FREQ" \
   trainer.resume_mode="$RESUME_MODE" \
   trainer.rollout_data_dir="$OUT_DIR/rollouts" \
+  trainer.validation_data_dir="$OUT_DIR/validation" \
   "${DEPO_ARGS[@]}" \
   "${MODE_ARGS[@]}" \
   "$@" 2>&1 | tee "$OUT_DIR/train.log"

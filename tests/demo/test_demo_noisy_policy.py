@@ -1,5 +1,5 @@
-"""The learning demo's warm start: near-miss targets at the tier's rate, a cache key over the recipe,
-and (slow) a built policy that can compute the easy answers but samples them unreliably."""
+"""The learning demo's warm start: bare (unboxed) and near-miss targets at their rates, a cache key
+over the recipe, and (slow) a built policy that computes the easy answers but rarely boxes them."""
 
 import json
 import random
@@ -8,13 +8,27 @@ from collections import Counter
 import pytest
 
 from recipe.depo.demo import noisy_policy
-from recipe.depo.demo.noisy_policy import NEAR_MISS, NOISE, NoisyPolicySpec
+from recipe.depo.demo.noisy_policy import NEAR_MISS, NoisyPolicySpec
+from recipe.depo.reward import compute_score
+
+
+def test_bare_targets_come_at_their_rate_and_score_zero():
+    rng = random.Random(0)
+    targets = [noisy_policy.target_text(rng, 42, 0.7) for _ in range(4000)]
+    bare = [t for t in targets if t == "42"]
+    assert abs(len(bare) / 4000 - 0.7) < 0.03
+    assert set(targets) == {"42", "\\boxed{42}"}
+    # what the policy learns from: the reward refuses the bare answer, accepts the boxed one
+    assert compute_score("arithmetic", "42", "42")["acc"] == 0.0
+    assert compute_score("arithmetic", "\\boxed{42}", "42")["acc"] == 1.0
+    assert [noisy_policy.bare_value(a) for a in ("42", "\\boxed{-7}", "\\boxed{4", "4 2")] == [42, -7, None, None]
 
 
 def test_noisy_targets_are_near_misses_at_the_tiers_rate():
     rng = random.Random(0)
-    for tier, rate in enumerate(NOISE):
-        offsets = Counter(noisy_policy.noisy_target(rng, tier, 100, NOISE) - 100 for _ in range(4000))
+    noise = (0.3, 0.5, 0.5, 0.5, 0.5, 0.5)  # the earlier recipe's rates (the default is now none)
+    for tier, rate in enumerate(noise):
+        offsets = Counter(noisy_policy.noisy_target(rng, tier, 100, noise) - 100 for _ in range(4000))
         wrong = sum(c for off, c in offsets.items() if off != 0) / 4000
         assert abs(wrong - rate) < 0.04, (tier, wrong, rate)
         assert set(offsets) - {0} <= set(NEAR_MISS) and 0 not in NEAR_MISS
@@ -25,6 +39,7 @@ def test_cache_key_covers_the_recipe_and_the_base():
     assert base.digest() == NoisyPolicySpec().digest()
     assert base.digest() != NoisyPolicySpec(noise=(0.1,) * 6).digest()
     assert base.digest() != NoisyPolicySpec(steps=base.steps + 1).digest()
+    assert base.digest() != NoisyPolicySpec(unboxed=0.5).digest()
     assert base.digest() != NoisyPolicySpec(base=noisy_policy.TinyPolicySpec(seed=1)).digest()
     assert noisy_policy.policy_dir(base, "/x").name == f"noisy-policy-{base.digest()}"
 
@@ -39,12 +54,12 @@ def test_a_cache_root_that_is_a_file_is_one_line(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_built_policy_has_the_skill_but_samples_it_unreliably():
+def test_built_policy_computes_the_easy_answers_but_rarely_boxes_them():
     path = noisy_policy.ensure_noisy_policy()
     info = json.loads((path / "depo_noisy_policy.json").read_text())
     tiers = {int(k): v for k, v in info["tier_accuracy"].items()}
-    # the easy tiers are computed (greedy) but sampled answers miss often: room for RL to sharpen
-    assert tiers[0]["greedy"] >= 0.85 and tiers[0]["sampled"] <= tiers[0]["greedy"] - 0.3, tiers
-    assert tiers[1]["greedy"] >= 0.6 and tiers[1]["sampled"] <= tiers[1]["greedy"] - 0.3, tiers
+    # the easy tiers' numbers are computed but mostly left unboxed: room for RL to learn the format
+    assert tiers[0]["sampled"] <= 0.25 and tiers[0]["sampled_value"] >= tiers[0]["sampled"] + 0.08, tiers
+    assert tiers[1]["sampled"] <= 0.15 and tiers[1]["sampled_value"] >= tiers[1]["sampled"] + 0.08, tiers
     # the top tier stays beyond it: the prompts an estimator should learn to skip
     assert tiers[5]["greedy"] <= 0.05 and tiers[5]["sampled"] <= 0.05, tiers

@@ -1,19 +1,23 @@
-"""The CPU learning demo's policy: the tiny Qwen2 model warm-started on noisy answers.
+"""The CPU learning demo's policy: the tiny Qwen2 model warm-started to be unreliable.
 
 ``recipe.depo.demo.tiny_policy``'s warm start is trained on correct answers until it sits at the
 supervised optimum of what 0.8M parameters can represent: its misses are missing skill, which a
 few dozen RL steps cannot add, so GRPO only sharpens it (issue 26's probes: sampled accuracy
-30 -> 25% over 40 steps). RL on a real model mostly does something else: the skill is there but
-the policy is unreliable, and RL moves probability onto the answers it can already produce.
+30 -> 25% over 40 steps). RL on a real model mostly does something else first: the skill is there
+but the policy does not reliably deliver it in the form the verifier accepts, and RL moves
+probability onto the behaviour that is rewarded.
 
-This warm start reproduces that on CPU. The same architecture and tokenizer are trained with a
-share of wrong targets -- the right answer off by 1 to 3 -- and the share grows with the tier
-(``NOISE``), so the policy learns to compute every answer it can but, sampled at temperature 1,
-writes near misses often. Difficulty stays readable from the prompt text (digits and operands
-give the tier), and the intent is that RL's sharpening toward the rewarded answer is improvement.
-The two top tiers stay beyond the model (carries it cannot see ahead): the always-failed prompts
-an estimator should learn to skip. Measured so far, it does not work: plain GRPO through verl did
-not raise this policy's sampled accuracy either (docs/compare.md, "Learning on CPU").
+This warm start reproduces that on CPU. The same architecture and tokenizer are fine-tuned on
+targets that, with probability ``unboxed``, write the right answer bare (``13``) instead of
+``\\boxed{13}``; the reward accepts only a boxed answer, exactly as the demo's verifier (and
+math-verify's boxed extraction on real runs) does. Sampled at temperature 1 the policy leaves most
+answers unboxed, so every tier starts low; RL learns to box, and a tier's accuracy then climbs
+toward what the policy can compute there. Prompts drift as in real training: the 1-digit tiers
+from inside DEPO's window to too easy, 2d+1d from too hard into the window, while the top tiers
+(carries the model cannot see ahead) stay always wrong -- the prompts an estimator should learn to
+skip. Difficulty stays readable from the prompt text (digits and operands give the tier).
+An earlier recipe (near-miss answers, ``noise``; still settable) did not learn through verl
+(docs/compare.md, "Learning on CPU", keeps what was measured).
 
 Cached like the tiny policy (``$DEPO_CPU_CACHE``, default ``~/.cache/depo-verl``), under
 ``noisy-policy-<hash>``::
@@ -43,11 +47,16 @@ import torch
 
 from recipe.depo.demo.tiny_policy import TinyPolicySpec, chat_prompt_ids, ensure_tiny_policy
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
-# Share of wrong warm-start targets per data_prep.arithmetic tier: low where the answer is easy,
-# high in the middle tiers so that sampled accuracy there starts inside DEPO's window.
-NOISE: tuple[float, ...] = (0.3, 0.5, 0.5, 0.5, 0.5, 0.5)
+# Share of near-miss warm-start targets per tier. Zero by default: a policy unreliable this way did
+# not learn through verl's GRPO on CPU (docs/compare.md, "Learning on CPU"); the setting stays for
+# that comparison.
+NOISE: tuple[float, ...] = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+# Share of warm-start targets written bare (no \\boxed{}), which the reward scores 0. At 0.7 the
+# policy's sampled accuracy starts at ~4% and plain GRPO through verl reached ~16% in 30 steps
+# (docs/compare.md); 0.8 also degraded what the policy computes, 0.5 left too little to learn.
+UNBOXED = 0.7
 # how far a wrong target lands from the right answer (never 0)
 NEAR_MISS: tuple[int, ...] = (-3, -2, -1, 1, 2, 3)
 
@@ -60,11 +69,12 @@ class NoisyPolicySpec:
     base: TinyPolicySpec = TinyPolicySpec()
     seed: int = 0
     # the unreliability: a short fine-tune on noisy targets, short enough to keep the skill
-    steps: int = 150
+    steps: int = 100
     batch_size: int = 64
     lr: float = 1e-3
     tier_weights: tuple[float, ...] = (2.0, 2.0, 3.0, 2.0, 1.0, 0.5)
     noise: tuple[float, ...] = NOISE
+    unboxed: float = UNBOXED
     format_version: int = FORMAT_VERSION
 
     def digest(self) -> str:
@@ -84,12 +94,31 @@ def noisy_target(rng: random.Random, tier: int, value: int, noise: tuple[float, 
     return value
 
 
+def target_text(rng: random.Random, value: int, unboxed: float) -> str:
+    """The warm start's response for ``value``: bare with probability ``unboxed``, else boxed."""
+    from recipe.depo.demo.arithmetic_task import answer_text
+
+    return str(value) if rng.random() < unboxed else answer_text(value)
+
+
+def bare_value(answer: str) -> int | None:
+    """The integer an answer states, boxed or bare (``\\boxed{-3}`` and ``-3`` give -3), else None."""
+    text = answer.strip()
+    if text.startswith("\\boxed{") and text.endswith("}"):
+        text = text[len("\\boxed{") : -1]
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
 def warm_start(spec: NoisyPolicySpec, model, tokenizer, log_every: int = 50) -> list[float]:
     """Supervised answer-only training on generated problems with noisy targets; the loss curve."""
-    from recipe.depo.demo.arithmetic_task import answer_text, iter_problems, prompt_for
+    from recipe.depo.demo.arithmetic_task import iter_problems, prompt_for
 
     torch.manual_seed(spec.seed)
     rng = random.Random(spec.seed + 29)
+    format_rng = random.Random(spec.seed + 7)
     pad_id = tokenizer.pad_token_id
     problems = iter_problems(seed=spec.seed + 17, count=spec.steps * spec.batch_size, tier_weights=spec.tier_weights)
     optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=0.01, betas=(0.9, 0.98))
@@ -109,7 +138,7 @@ def warm_start(spec: NoisyPolicySpec, model, tokenizer, log_every: int = 50) -> 
         batch = []
         for tier, question, value in (next(problems) for _ in range(spec.batch_size)):
             prompt = chat_prompt_ids(tokenizer, prompt_for(question))
-            target = answer_text(noisy_target(rng, tier, value, spec.noise))
+            target = target_text(format_rng, noisy_target(rng, tier, value, spec.noise), spec.unboxed)
             response = tokenizer.encode(target, add_special_tokens=False) + [tokenizer.eos_token_id]
             batch.append((prompt + response, len(prompt)))
         width = max(len(ids) for ids, _ in batch)
@@ -143,7 +172,8 @@ def sampled_tier_accuracy(
     model, tokenizer, per_tier: int = 50, samples: int = 4, temperature: float = 1.0, seed: int = 12345
 ) -> dict[int, dict[str, float]]:
     """Greedy and sampled (mean over ``samples``) accuracy per tier on fresh problems, scored by
-    the project's reward function."""
+    the project's reward function; ``sampled_value`` counts a sampled answer whose number is right
+    whether boxed or not (what the policy can compute, the ceiling of learning to box)."""
     from recipe.depo.demo.arithmetic_task import TIERS, make_problem, prompt_for
     from recipe.depo.reward import compute_score
 
@@ -164,7 +194,7 @@ def sampled_tier_accuracy(
             ("greedy", {"do_sample": False}, 1),
             ("sampled", {"do_sample": True, "temperature": temperature, "top_k": 0}, samples),
         ):
-            hits = 0.0
+            hits = value_hits = 0.0
             for _ in range(reps):
                 generated = model.generate(
                     input_ids=input_ids,
@@ -179,7 +209,10 @@ def sampled_tier_accuracy(
                     float(compute_score("arithmetic", a, str(v))["acc"])
                     for a, (_, v) in zip(answers, problems, strict=True)
                 )
+                value_hits += sum(bare_value(a) == v for a, (_, v) in zip(answers, problems, strict=True))
             scores[name] = round(hits / (per_tier * reps), 3)
+            if name == "sampled":
+                scores["sampled_value"] = round(value_hits / (per_tier * reps), 3)
         out[tier] = scores
     return out
 

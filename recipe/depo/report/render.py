@@ -134,6 +134,17 @@ def markdown(report: dict, plots: dict[str, str], skipped_plots: dict[str, str])
         gpus = f"{r['gpus']}" + (" (CPU run: trainer processes)" if r.get("device") == "cpu" else "")
         where = r["run_dir"] + (f" ({r['seeds']} seeds)" if r.get("seeds") else "")
         lines.append(f"| {name} | {where} | {r['steps']} | {gpus} | {r['val_source'] or 'no validation'} |")
+    ends = [(name, r["val_ends"]) for name, r in runs.items() if r.get("val_ends")]
+    if ends:
+        lines += ["", "Validation accuracy (%), first → last (± one measurement's SE over prompts, where dumped):"]
+        for name, e in ends:
+            first, last = e["first"], e["last"]
+
+            def point(p: dict) -> str:
+                se = f" ± {p['se']:.1f}" if p.get("se") is not None else ""
+                return f"{p['acc']:.1f}{se} (step {p['step']})"
+
+            lines.append(f"- {name}: {point(first)} → {point(last)}")
     lines += ["", "## Table 1: accuracy (%) and GPU-hours", ""] + table1(runs)
     lines += [
         "",

@@ -17,7 +17,10 @@ rollout dump); DAPO's evicted groups are zero-advantage groups too.
 
 from __future__ import annotations
 
+import json
+import math
 import re
+from pathlib import Path
 from statistics import mean
 from typing import Any
 
@@ -211,6 +214,40 @@ def series(run: RunData) -> dict[str, list[tuple[float, float]]]:
     return out
 
 
+def validation_se(path: Path) -> float | None:
+    """Standard error (percentage points) of one validation's accuracy, from verl's dump of it
+    (``trainer.validation_data_dir``: one JSON line per answer, with its prompt and ``acc``): the
+    answers of one prompt are averaged first, so the SE is over prompts (a prompt's samples are not
+    independent draws). None when the dump is missing or has fewer than two prompts."""
+    if not path.is_file():
+        return None
+    per_prompt: dict[str, list[float]] = {}
+    with path.open() as handle:
+        for line in handle:
+            if line.strip():
+                row = json.loads(line)
+                per_prompt.setdefault(row["input"], []).append(float(row.get("acc", row["score"])))
+    means = [mean(v) for v in per_prompt.values()]
+    if len(means) < 2:
+        return None
+    m = mean(means)
+    return 100.0 * math.sqrt(sum((x - m) ** 2 for x in means) / (len(means) - 1) / len(means))
+
+
+def validation_ends(run: RunData) -> dict[str, dict] | None:
+    """The run's first and last validation: step, accuracy (%, mean over sets) and, where the run
+    dumped its validation answers (``validation/<step>.jsonl``), that measurement's SE over prompts."""
+    points = []
+    for step, data in sorted(run.validations.items()):
+        per_set, _ = validation_accuracy(data)
+        if per_set:
+            se = validation_se(Path(run.path) / "validation" / f"{step}.jsonl")
+            points.append({"step": step, "acc": mean(per_set.values()), "se": se})
+    if len(points) < 2:
+        return None
+    return {"first": points[0], "last": points[-1]}
+
+
 def run_report(run: RunData, gpus_override: int | None = None, skip_steps: int = 0) -> dict[str, Any]:
     """Every number of the tables for one run (report.json's ``runs[NAME]``)."""
     ordered = [run.steps[s] for s in sorted(run.steps)]
@@ -237,6 +274,7 @@ def run_report(run: RunData, gpus_override: int | None = None, skip_steps: int =
             "val": val,
             "val_source": val_source,
             "val_partial": partial_sets(run),
+            "val_ends": validation_ends(run),
             "gpus": g,
             "device": run.config.get("device"),
             "gpu_hours": total_seconds * g / 3600.0,
