@@ -38,6 +38,12 @@ confidence correlated with p_i(t). The policy does not react to which prompts ar
     python benchmarks/selection_sim.py --workloads hidden --epochs 3 --json hidden3.json
     python benchmarks/selection_sim.py --workloads even --steps 120 --selectors uniform,oracle_text,paper
     python benchmarks/selection_sim.py --backbone minilm --json out.json --png out.png
+    python benchmarks/selection_sim.py --workloads even --selectors uniform,defaults,defaults@ahead --lag 2
+
+``--lag L`` simulates an asynchronous trainer: the batch rolled out and learnt from at step t was
+chosen at step t - L (the first step chooses L + 1 batches, like verl's warm-up batches). A DEPO row
+with the suffix ``@ahead`` shifts its predictions by the recent residual of outcomes over predictions
+(the lag remedy measured in docs/estimator.md, "Policy lag"; not shipped).
 
 Metrics are over the steps after the warm-up (the oracles and uniform are measured on the same
 steps): useful groups per rollout, zero-advantage share, gain over uniform (ratio of useful
