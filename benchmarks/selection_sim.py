@@ -38,6 +38,12 @@ confidence correlated with p_i(t). The policy does not react to which prompts ar
     python benchmarks/selection_sim.py --workloads hidden --epochs 3 --json hidden3.json
     python benchmarks/selection_sim.py --workloads even --steps 120 --selectors uniform,oracle_text,paper
     python benchmarks/selection_sim.py --backbone minilm --json out.json --png out.png
+    python benchmarks/selection_sim.py --workloads even --selectors uniform,defaults,defaults@ahead --lag 2
+
+``--lag L`` simulates an asynchronous trainer: the batch rolled out and learnt from at step t was
+chosen at step t - L (the first step chooses L + 1 batches, like verl's warm-up batches). A DEPO row
+with the suffix ``@ahead`` shifts its predictions by the recent residual of outcomes over predictions
+(the lag remedy measured in docs/estimator.md, "Policy lag"; not shipped).
 
 Metrics are over the steps after the warm-up (the oracles and uniform are measured on the same
 steps): useful groups per rollout, zero-advantage share, gain over uniform (ratio of useful
@@ -61,6 +67,7 @@ import platform
 import sys
 import tempfile
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -208,6 +215,11 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
+def _logit(p, eps: float = 1e-3):
+    p = np.clip(np.asarray(p, dtype=np.float64), eps, 1.0 - eps)
+    return np.log(p / (1.0 - p))
+
+
 class SimPolicy:
     """True and text-only accuracies, and rollouts with common random numbers."""
 
@@ -306,6 +318,8 @@ class Choice:
     scanned_predictions: np.ndarray = field(default_factory=lambda: np.zeros(0))
     reasons: list[str] = field(default_factory=list)
     predict_s: float = 0.0
+    # the predictions the filter acted on, per kept prompt (the lag remedy's residuals)
+    kept_predictions: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
 class Uniform:
@@ -376,6 +390,7 @@ class FilterSelector:
             scanned_predictions=np.concatenate(scanned_preds) if scanned_preds else np.zeros(0),
             reasons=[a.reason for a in selection.kept],
             predict_s=predict_s,
+            kept_predictions=np.array([a.prediction for a in selection.kept], dtype=np.float64),
         )
 
     def observe(self, step: int, ids: np.ndarray, mean_k: np.ndarray, avg_logprob: np.ndarray) -> float:
@@ -383,17 +398,33 @@ class FilterSelector:
 
 
 class DepoSelector(FilterSelector):
-    """The filter scored by a real ``OnlineEstimator``, trained on every step's labels."""
+    """The filter scored by a real ``OnlineEstimator``, trained on every step's labels.
+
+    ``ahead=True`` (the ``@ahead`` rows) is the lag remedy under test: predictions are shifted, in
+    logits, by an exponential average of how far the outcomes of the rolled-out prompts came out
+    above the predictions the filter acted on for them (the drift over the lag, plus any bias).
+    """
 
     uses_estimator = True
 
-    def __init__(self, name, stream, batch, filter_config, estimator, texts: Sequence[str]) -> None:
+    def __init__(self, name, stream, batch, filter_config, estimator, texts: Sequence[str], ahead=False) -> None:
         self.estimator = estimator
         self.texts = texts
+        self.ahead = ahead
+        self.offset = 0.0
         super().__init__(name, stream, batch, filter_config, self._predict)
 
     def _predict(self, ids: np.ndarray, step: int) -> np.ndarray:
-        return self.estimator.predict([self.texts[i] for i in ids])
+        predictions = np.asarray(self.estimator.predict([self.texts[i] for i in ids]), dtype=np.float64)
+        if not self.ahead or self.offset == 0.0:
+            return predictions
+        return _sigmoid(_logit(predictions) + self.offset)
+
+    def observe_predictions(self, acted_on: np.ndarray, mean_k: np.ndarray, decay: float = 0.8) -> None:
+        if not self.ahead or len(acted_on) == 0:
+            return
+        residual = float(_logit(np.mean(mean_k)) - _logit(np.mean(acted_on)))
+        self.offset = decay * self.offset + (1.0 - decay) * (self.offset + residual)
 
     def observe(self, step: int, ids: np.ndarray, mean_k: np.ndarray, avg_logprob: np.ndarray) -> float:
         t0 = time.perf_counter()
@@ -565,6 +596,8 @@ VARIANTS: dict[str, dict] = {
     "paper_explore_0.05": {"filter.explore_rate": 0.05},
 }
 BASELINES = ("uniform", "oracle_true", "oracle_text", "oracle_history")
+# suffix of a DEPO row with the lag remedy on (DepoSelector.ahead), e.g. "defaults@ahead"
+AHEAD = "@ahead"
 # The selectors of recipe.depo.selectors; "name+key=value" overrides a field of its settings block.
 MODULE_SELECTORS = ("greso", "posterior", "hybrid")
 DEFAULT_SELECTORS = (
@@ -669,6 +702,8 @@ class SimSettings:
     scan_factor: int = 8
     backbone: str = "tiny"
     threads: int = 1
+    # policy lag of an asynchronous trainer: prompts chosen at step t are rolled out at t + lag
+    lag: int = 0
 
 
 def build_selector(name: str, pool: Pool, policy: SimPolicy, settings: SimSettings, backbone_dir: str):
@@ -702,14 +737,15 @@ def build_selector(name: str, pool: Pool, policy: SimPolicy, settings: SimSettin
             name, stream, settings.batch, selector, max_scan, settings.n, warmup, estimator, pool.texts
         )
 
-    est_overrides, filter_overrides = variant_settings(name)
+    base_name, ahead = (name[: -len(AHEAD)], True) if name.endswith(AHEAD) else (name, False)
+    est_overrides, filter_overrides = variant_settings(base_name)
     filter_cfg = FilterConfig(
         **{**filter_overrides, "warmup_steps": settings.warmup, "max_scan": max_scan, "seed": settings.seed}
     )
     est_cfg = EstimatorConfig.from_dict(
         {**est_overrides, "backbone": backbone_dir, "device": "cpu", "seed": settings.seed}
     )
-    return DepoSelector(name, stream, settings.batch, filter_cfg, OnlineEstimator(est_cfg), pool.texts)
+    return DepoSelector(name, stream, settings.batch, filter_cfg, OnlineEstimator(est_cfg), pool.texts, ahead=ahead)
 
 
 def run_selector(selector, policy: SimPolicy, settings: SimSettings, progress: bool = False) -> dict:
@@ -734,11 +770,19 @@ def run_selector(selector, policy: SimPolicy, settings: SimSettings, progress: b
         low, high = selector.filter.config.low, selector.filter.config.high
     elif isinstance(selector, ModuleSelector):
         low, high = selector.selector.window
+    # An asynchronous trainer's pipeline: with lag L the first step chooses L + 1 batches (verl's
+    # warm-up batches), every later step one more; the batch rolled out and learnt from at step t
+    # was chosen, with what the estimator knew then, at step t - L.
+    chosen: deque[Choice] = deque()
     for step in range(1, settings.steps + 1):
-        choice = selector.choose(step)
+        while len(chosen) <= settings.lag:
+            chosen.append(selector.choose(step))
+        choice = chosen.popleft()
         successes, logprob = policy.rollout(choice.ids, step, settings.n)
         mean_k = successes / settings.n
         update_s = selector.observe(step, choice.ids, mean_k, logprob)
+        if hasattr(selector, "observe_predictions"):
+            selector.observe_predictions(choice.kept_predictions, mean_k)
         preds = choice.scanned_predictions
         rec["useful"].append(int(((successes > 0) & (successes < settings.n)).sum()))
         rec["groups"].append(len(choice.ids))
@@ -1091,6 +1135,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", default=None, help="write every number (per step too) to this file")
     parser.add_argument("--progress", action="store_true", help="progress lines on stderr")
     parser.add_argument(
+        "--lag",
+        type=int,
+        default=0,
+        help="policy lag L of an asynchronous trainer: prompts are chosen L steps before they are rolled out "
+        "(so outcomes reach the estimator L steps after the predictions they judge); 0: sync",
+    )
+    parser.add_argument(
         "--combine", nargs="+", metavar="JSON", help="print the tables of earlier runs' --json files (runs nothing)"
     )
     args = parser.parse_args(argv)
@@ -1120,7 +1171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             # Fail now, not after an hour of other selectors: the configs must be valid.
             from recipe.depo.estimator import EstimatorConfig
 
-            est_overrides, filter_overrides = variant_settings(s)
+            est_overrides, filter_overrides = variant_settings(s.removesuffix(AHEAD))
             EstimatorConfig.from_dict({**est_overrides, "backbone": "x"})
             FilterConfig(**filter_overrides)
     steps = args.steps
@@ -1138,14 +1189,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         scan_factor=args.scan_factor,
         backbone=args.backbone,
         threads=args.threads,
+        lag=args.lag,
     )
+    if args.lag < 0:
+        parser.error(f"--lag must be >= 0, got {args.lag}")
     if settings.warmup >= settings.steps:
         parser.error(f"--warmup ({settings.warmup}) must be below --steps ({settings.steps})")
     print(machine_description())
     print(
         f"pool {settings.pool_size} prompts; {settings.steps} steps x {settings.batch} prompts x n={settings.n}; "
         f"warm-up {settings.warmup} steps (not measured); max_scan {settings.scan_factor} x batch; "
-        f"backbone {settings.backbone}; seed {settings.seed}"
+        f"backbone {settings.backbone}; seed {settings.seed}; lag {settings.lag}"
         + ("" if args.epochs is None else f"; epochs {args.epochs:g} (uniform rolls out each prompt {args.epochs:g}x)")
     )
     results: dict[str, dict] = {}

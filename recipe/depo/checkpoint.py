@@ -36,6 +36,8 @@ logger = logging.getLogger(__name__)
 STATE_DIR = "depo"
 # 2: carried rows are single-row TensorDicts (verl's dataloader format), not per-row dicts.
 STATE_FORMAT_VERSION = 2
+# written since the asynchronous modes; a checkpoint without it resumes with nothing in flight
+IN_FLIGHT_FILE = "in_flight.json"
 
 
 def step_folder(config: DictConfig, step: int) -> str:
@@ -53,8 +55,11 @@ def resumed_folder(config: DictConfig) -> str | None:
     return None
 
 
-def save(config: DictConfig, step: int, intake: PromptIntake, estimator: EstimatorClient) -> str:
-    """Write ``global_step_<step>/depo/`` completely, or leave nothing behind."""
+def save(
+    config: DictConfig, step: int, intake: PromptIntake, estimator: EstimatorClient, in_flight: dict | None = None
+) -> str:
+    """Write ``global_step_<step>/depo/`` completely, or leave nothing behind. ``in_flight`` is the
+    state of the predictions of prompts sent to rollout but not yet trained (``in_flight.json``)."""
     folder = step_folder(config, step)
     os.makedirs(folder, exist_ok=True)
     final = os.path.join(folder, STATE_DIR)
@@ -73,6 +78,9 @@ def save(config: DictConfig, step: int, intake: PromptIntake, estimator: Estimat
         state = {"format_version": STATE_FORMAT_VERSION, "global_steps": step, **intake.state_dict()}
         with open(os.path.join(tmp, "state.json"), "w") as f:
             json.dump(state, f)
+        if in_flight is not None:
+            with open(os.path.join(tmp, IN_FLIGHT_FILE), "w") as f:
+                json.dump(in_flight, f)
         publish_dir(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -170,3 +178,11 @@ def restore(state_dir: str, intake: PromptIntake) -> None:
         )
     rows = torch.load(os.path.join(state_dir, "carry_rows.pt"), weights_only=False)
     intake.load_state_dict(state, rows)
+
+
+def load_in_flight(state_dir: str) -> dict:
+    """The in-flight predictions saved in ``state_dir`` (none in a checkpoint written before them)."""
+    path = os.path.join(state_dir, IN_FLIGHT_FILE)
+    if not os.path.exists(path):
+        return {"learned_version": -1, "records": {}}
+    return read_json(path, "DEPO in-flight predictions")

@@ -3,8 +3,8 @@
 Composes ``config/depo_trainer.yaml`` (verl's ppo_trainer + the ``depo:`` block), refuses a bad
 config or unscorable data (``recipe.depo.preflight``) before Ray starts and before hydra writes
 anything into the run directory (``recipe.depo.start_gate``), and runs verl's own V1 task runner
-with ``DEPOTrainer`` in place of the sync trainer. ``--cfg job`` prints the composed config and
-exits (hydra handles it; no Ray).
+with the DEPO trainer of the configured mode (``recipe.depo.trainer.TRAINERS``) in place of verl's.
+``--cfg job`` prints the composed config and exits (hydra handles it; no Ray).
 """
 
 from __future__ import annotations
@@ -23,38 +23,46 @@ logger = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
-def sync_trainer_is(trainer_cls):
-    """Make verl's trainer lookup for mode "sync" return ``trainer_cls`` for the duration.
+def mode_trainer_is(mode: str, trainer_cls):
+    """Make verl's trainer lookup for ``mode`` return ``trainer_cls`` for the duration.
 
     verl's ``TaskRunnerV1.run`` picks ``get_trainer_cls(config.trainer.v1.trainer_mode)``. Keeping
-    the mode "sync" (rather than registering a new mode name) keeps every ``trainer_mode !=
-    "sync"`` branch of verl on its sync path; this swap happens only inside the task runner's
-    own process.
+    verl's mode name (rather than registering a new one) keeps every ``trainer_mode`` branch of
+    verl (replay buffer, TransferQueue checkpointing, warm-up batches) on that mode's path; this
+    swap happens only inside the task runner's own process.
     """
     from verl.trainer.ppo.v1 import trainer_base
 
     registry = trainer_base.TRAINER_REGISTRY
-    previous = registry.get("sync")
-    registry["sync"] = trainer_cls
+    previous = registry.get(mode)
+    registry[mode] = trainer_cls
     try:
         yield
     finally:
         if previous is None:
-            registry.pop("sync", None)
+            registry.pop(mode, None)
         else:
-            registry["sync"] = previous
+            registry[mode] = previous
+
+
+def sync_trainer_is(trainer_cls):
+    return mode_trainer_is("sync", trainer_cls)
 
 
 from verl.trainer.main_ppo import TaskRunnerV1  # noqa: E402
 
 
 class DEPOTaskRunner(TaskRunnerV1.__ray_actor_class__):
-    """verl's V1 task runner (TransferQueue, agent loop manager, tracking) running DEPOTrainer."""
+    """verl's V1 task runner (TransferQueue, agent loop manager, tracking) running the DEPO trainer
+    of the configured ``trainer.v1.trainer_mode``."""
 
     def run(self, config: DictConfig):
-        from recipe.depo.trainer import DEPOTrainer
+        from recipe.depo.trainer import TRAINERS
 
-        with sync_trainer_is(DEPOTrainer):
+        mode = config.trainer.v1.trainer_mode
+        if mode not in TRAINERS:  # the start-up check refused it when DEPO is on; verl names it otherwise
+            return super().run(config)
+        with mode_trainer_is(mode, TRAINERS[mode]):
             return super().run(config)
 
 

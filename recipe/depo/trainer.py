@@ -31,6 +31,8 @@ import os
 from omegaconf import DictConfig
 from transfer_queue import KVBatchMeta
 from verl.trainer.ppo.utils import Role
+from verl.trainer.ppo.v1.trainer_colocate_async import PPOTrainerColocateAsync
+from verl.trainer.ppo.v1.trainer_separate_async import PPOTrainerSeparateAsync
 from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 from verl.utils import tensordict_utils as tu
 from verl.utils.debug import marked_timer
@@ -39,6 +41,7 @@ from recipe.depo import checkpoint
 from recipe.depo.advantage import ZeroAdvantageGroups
 from recipe.depo.intake import PromptIntake
 from recipe.depo.labels import read_labels
+from recipe.depo.staleness import InFlightPredictions, generation_versions
 from recipe.depo.validation import run_settings
 from recipe.depo.workers.estimator_client import EstimatorClient
 
@@ -46,7 +49,9 @@ logger = logging.getLogger(__name__)
 logger.setLevel(os.getenv("VERL_LOGGING_LEVEL", "INFO"))
 
 
-class DEPOTrainer(PPOTrainerSync):
+class DEPOTrainerMixin:
+    """DEPO's hooks, applied over each of verl's registered V1 trainers (bottom of this file)."""
+
     def __init__(self, config: DictConfig):
         # The entry point checked the config before Ray started (preflight.check_training_start).
         self.depo = run_settings(config)
@@ -64,6 +69,9 @@ class DEPOTrainer(PPOTrainerSync):
             score_field="token_level_rewards" if config.algorithm.use_kl_in_reward else "rm_scores",
         )
         self.depo_resume_dir: str | None = None
+        # every prompt the intake sent to rollout, until its group is trained (async modes train
+        # it steps later, and a checkpoint can fall in between)
+        self.in_flight = InFlightPredictions()
         super().__init__(config)
 
     def on_init_end(self):
@@ -71,6 +79,7 @@ class DEPOTrainer(PPOTrainerSync):
             self.start_estimator()
             if self.depo_resume_dir:
                 checkpoint.restore(self.depo_resume_dir, self.intake)
+                self.in_flight.load_state_dict(checkpoint.load_in_flight(self.depo_resume_dir))
         super().on_init_end()
 
     def start_estimator(self) -> None:
@@ -89,6 +98,7 @@ class DEPOTrainer(PPOTrainerSync):
             return super()._next_train_batch(num_prompts)
         needed = self.config.data.train_batch_size if num_prompts is None else int(num_prompts)
         batch = self.intake.next_batch(needed, self.global_steps, self._fetch_one_gen_batch, self.estimator.predict)
+        self.in_flight.add({u: self.intake.submitted[u] for u in map(str, tu.get(batch, "uid"))}, self.global_steps)
         tu.assign_non_tensor_data(batch, "global_steps", self.global_steps)
         return batch
 
@@ -104,8 +114,16 @@ class DEPOTrainer(PPOTrainerSync):
         # The masks were for the actor's loss only; metrics and labels read the real ones.
         self.zero_adv.restore()
         if self.intake is not None:
+            labels = read_labels(batch, self.depo.labels)
+            versions = generation_versions(batch.tags, batch.keys)
+            trained = self.in_flight.take(labels.uids)
             with marked_timer("depo_estimator_update", timing_raw, color="purple"):
-                metrics.update(self.estimator.learn(read_labels(batch, self.depo.labels), self.intake.submitted))
+                metrics.update(self.estimator.learn(labels, trained))
+            self.in_flight.learned([v[1] for v in versions.values()])
+            if len(versions) == len(trained):
+                lags = self.in_flight.lags(trained, versions, self.global_steps)
+                metrics.update(self.in_flight.metrics(lags))
+            self._forget_evicted()
             metrics.update(self.intake.step_metrics(self.global_steps, dataset_size=len(self.train_dataset)))
         return batch
 
@@ -113,7 +131,10 @@ class DEPOTrainer(PPOTrainerSync):
         # DEPO state first: verl writes latest_checkpointed_iteration.txt last, so a resume never
         # points at a step folder whose DEPO state is missing or half written.
         if self.intake is not None:
-            checkpoint.save(self.config, self.global_steps, self.intake, self.estimator)
+            self._forget_evicted()
+            checkpoint.save(
+                self.config, self.global_steps, self.intake, self.estimator, in_flight=self.in_flight.state_dict()
+            )
         super()._save_checkpoint()
         if self.intake is not None:
             for state in checkpoint.prune(self.config, self.global_steps):
@@ -128,3 +149,28 @@ class DEPOTrainer(PPOTrainerSync):
                 # Before the estimator worker starts: refuse what cannot apply, say what changed.
                 for change in checkpoint.check_settings(self.depo_resume_dir, self.depo.estimator, self.depo.filter):
                     logger.warning(f"DEPO resumes from {self.depo_resume_dir} with a changed setting: {change}")
+
+    def _forget_evicted(self) -> None:
+        """Drop the predictions of prompts verl no longer holds (evicted by DAPO's group filter or
+        for staleness, never trained), so neither memory nor the checkpoint grows with them."""
+        import transfer_queue as tq
+
+        listed = tq.kv_list("train") or {}
+        self.in_flight.drop_missing({str(key).split("_", 1)[0] for key in listed.get("train", {})})
+
+
+# One DEPO trainer per verl mode, each registered under verl's own mode name inside the task runner
+# (recipe.depo.main_depo), so every `trainer_mode` branch of verl behaves as for plain GRPO.
+class DEPOTrainer(DEPOTrainerMixin, PPOTrainerSync):
+    pass
+
+
+class DEPOTrainerColocateAsync(DEPOTrainerMixin, PPOTrainerColocateAsync):
+    pass
+
+
+class DEPOTrainerSeparateAsync(DEPOTrainerMixin, PPOTrainerSeparateAsync):
+    pass
+
+
+TRAINERS = {"sync": DEPOTrainer, "colocate_async": DEPOTrainerColocateAsync, "separate_async": DEPOTrainerSeparateAsync}

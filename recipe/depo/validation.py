@@ -138,14 +138,56 @@ def _batch_problems(config: DictConfig, depo: DEPOConfig) -> tuple[Problems, int
     return problems, max_scan
 
 
+TRAINER_MODES = ("sync", "colocate_async", "separate_async")
+
+
+def _mode_problems(config: DictConfig) -> Problems:
+    """verl's V1 trainer modes DEPO runs in, and the settings of theirs it cannot honour."""
+    mode = _get(config, "trainer.v1.trainer_mode", "sync")
+    if mode not in TRAINER_MODES:
+        return [
+            (
+                "trainer.v1.trainer_mode",
+                f"{mode!r} is not a verl 0.9.1 V1 trainer mode DEPO runs in; use one of {', '.join(TRAINER_MODES)}",
+            )
+        ]
+    problems: Problems = []
+    if _get(config, "skip.rollout_tq.enable", False):
+        # replayed rollouts never pass the intake: their prompts have no prediction to learn against
+        problems.append(
+            ("skip.rollout_tq.enable", "replays dumped rollouts that DEPO's filter never scored; set it false")
+        )
+    if mode == "separate_async":
+        # verl asserts these inside the task runner, after Ray and the workers started; say so at start
+        backend = _get(config, "actor_rollout_ref.rollout.checkpoint_engine.backend", "naive")
+        if backend == "naive":
+            problems.append(
+                (
+                    "actor_rollout_ref.rollout.checkpoint_engine.backend",
+                    "separate_async syncs weights to rollout devices of their own; verl refuses 'naive' there "
+                    "(use nccl, nixl, mooncake, ...)",
+                )
+            )
+        sync_step = _get(config, "trainer.v1.separate_async.parameter_sync_step", 1)
+        batch = _get(config, "data.train_batch_size", None)
+        mini = _get(config, "actor_rollout_ref.actor.ppo_mini_batch_size", None)
+        if is_int(sync_step) and is_int(batch) and is_int(mini) and batch != sync_step * mini:
+            problems.append(
+                (
+                    "trainer.v1.separate_async.parameter_sync_step",
+                    f"verl needs data.train_batch_size ({batch}) == parameter_sync_step ({sync_step}) x "
+                    f"actor_rollout_ref.actor.ppo_mini_batch_size ({mini})",
+                )
+            )
+    return problems
+
+
 def _run_problems(config: DictConfig, depo: DEPOConfig) -> Problems:
     """What DEPO needs from verl's trainer, rollout, algorithm and reward settings."""
     problems: Problems = []
     if not _get(config, "trainer.use_v1", False):
         problems.append(("trainer.use_v1", "DEPO runs on verl's V1 trainer; set trainer.use_v1=true"))
-    mode = _get(config, "trainer.v1.trainer_mode", "sync")
-    if mode != "sync":
-        problems.append(("trainer.v1.trainer_mode", f"DEPOTrainer is built on the sync trainer, got {mode!r}"))
+    problems += _mode_problems(config)
     n = _get(config, "actor_rollout_ref.rollout.n", 1)
     if not is_int(n) or n < 2:
         problems.append(("actor_rollout_ref.rollout.n", f"mean@k labels and GRPO groups need n >= 2, got {n!r}"))

@@ -142,7 +142,23 @@ def test_bare_enable_gets_past_config_checks_and_names_the_missing_data_in_one_l
         ({"depo.filter.window": [0.1, 1.5]}, "depo.filter.window"),
         ({"depo.filter.window": [0.1]}, "depo.filter.window"),
         ({"trainer.use_v1": False}, "trainer.use_v1"),
-        ({"trainer.v1.trainer_mode": "colocate_async"}, "trainer.v1.trainer_mode"),
+        ({"trainer.v1.trainer_mode": "fully_async"}, "trainer.v1.trainer_mode"),
+        ({"trainer.v1.trainer_mode": "colocate_async", "skip.rollout_tq.enable": True}, "skip.rollout_tq.enable"),
+        (
+            {
+                "trainer.v1.trainer_mode": "separate_async",
+                "actor_rollout_ref.rollout.checkpoint_engine.backend": "naive",
+            },
+            "actor_rollout_ref.rollout.checkpoint_engine.backend",
+        ),
+        (
+            {
+                "trainer.v1.trainer_mode": "separate_async",
+                "actor_rollout_ref.rollout.checkpoint_engine.backend": "nccl",
+                "trainer.v1.separate_async.parameter_sync_step": 3,
+            },
+            "trainer.v1.separate_async.parameter_sync_step",
+        ),
         ({"depo.estimator.backbone": "/no/such/encoder"}, "depo.estimator.backbone"),
         ({"depo.estimator.backbone": "./missing_dir"}, "depo.estimator.backbone"),
         ({"depo.estimator.pooling": "max"}, "depo.estimator.pooling"),
@@ -183,6 +199,17 @@ def test_invalid_settings_fail_naming_the_key(values, key):
     with pytest.raises(DEPOConfigError) as err:
         validate(cfg)
     assert str(err.value).startswith(f"{key}:"), str(err.value)
+
+
+@pytest.mark.parametrize("mode", ["sync", "colocate_async", "separate_async"])
+def test_each_verl_trainer_mode_is_accepted(mode):
+    values = {"trainer__v1__trainer_mode": mode}
+    if mode == "separate_async":  # verl's own requirements of that mode
+        values["actor_rollout_ref__rollout__checkpoint_engine__backend"] = "nccl"
+        values["trainer__v1__separate_async__parameter_sync_step"] = 2
+        values["actor_rollout_ref__actor__ppo_mini_batch_size"] = 4
+    cfg = with_values(**values)
+    validate(cfg)
 
 
 def test_every_problem_is_reported_at_once():

@@ -18,7 +18,7 @@ from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 from verl.utils import tensordict_utils as tu
 
 from recipe.depo import checkpoint
-from recipe.depo.trainer import DEPOTrainer
+from recipe.depo.trainer import TRAINERS, DEPOTrainer, DEPOTrainerMixin
 
 OVERRIDDEN = {
     "_next_train_batch": ["self", "num_prompts"],
@@ -33,11 +33,11 @@ OVERRIDDEN = {
 @pytest.mark.parametrize("name, params", OVERRIDDEN.items())
 def test_overridden_hooks_keep_their_signature(name, params):
     assert list(inspect.signature(getattr(PPOTrainer, name)).parameters) == params, f"verl changed {name}"
-    assert name in DEPOTrainer.__dict__
+    assert name in DEPOTrainerMixin.__dict__
 
 
 def test_only_the_named_hooks_are_overridden():
-    own = {k for k, v in DEPOTrainer.__dict__.items() if callable(v) and not k.startswith("__")}
+    own = {k for k, v in DEPOTrainerMixin.__dict__.items() if callable(v) and not k.startswith("__")}
     inherited = {k for k in own if hasattr(PPOTrainerSync, k)}
     assert inherited == set(OVERRIDDEN), f"DEPOTrainer overrides more verl methods than documented: {inherited}"
 
@@ -202,10 +202,15 @@ def test_registered_grpo_depo_runs_through_verls_advantage_path():
 def test_task_runner_resolves_the_trainer_through_the_registry():
     from verl.trainer.main_ppo import TaskRunnerV1
 
-    from recipe.depo.main_depo import DEPOTaskRunner, sync_trainer_is
+    from recipe.depo.main_depo import DEPOTaskRunner, mode_trainer_is
 
-    assert trainer_base.get_trainer_cls("sync") is PPOTrainerSync
-    with sync_trainer_is(DEPOTrainer):
-        assert trainer_base.get_trainer_cls("sync") is DEPOTrainer
-    assert trainer_base.get_trainer_cls("sync") is PPOTrainerSync
+    assert set(TRAINERS) == set(trainer_base.TRAINER_REGISTRY), "verl's V1 modes changed"
+    for mode, depo_cls in TRAINERS.items():
+        verl_cls = trainer_base.get_trainer_cls(mode)
+        # DEPO's hooks first, then exactly verl's trainer of that mode (its loop and hooks)
+        assert depo_cls.__mro__[1:] == (DEPOTrainerMixin, *verl_cls.__mro__), mode
+        with mode_trainer_is(mode, depo_cls):
+            assert trainer_base.get_trainer_cls(mode) is depo_cls
+        assert trainer_base.get_trainer_cls(mode) is verl_cls
+    assert TRAINERS["sync"] is DEPOTrainer
     assert issubclass(DEPOTaskRunner, TaskRunnerV1.__ray_actor_class__)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from recipe.depo.evaluate.results import display_name, ordered_sets
-from recipe.depo.report.tables import PHASES
+from recipe.depo.report.tables import LAGS, PHASES
 
 EMPTY = "–"
 
@@ -89,6 +89,15 @@ def table2(runs: dict[str, dict]) -> list[str]:
     for phase, label, _ in present:
         lines.append(f"| {label} | " + " | ".join(_pm(r, key, phase, spec=".2f") for _, r, key, _ in columns) + " |")
     lines.append("| steps averaged | " + " | ".join(_count(r, k) for _, r, _, k in columns) + " |")
+    modes = [str(r.get("trainer_mode") or "sync") for _, r, _, _ in columns]
+    lines.append("| trainer mode | " + " | ".join(modes) + " |")
+    for lag in LAGS:
+        if any(lag in (r.get("staleness") or {}) for _, r, _, _ in columns):
+            cells = []
+            for _, r, _, _ in columns:
+                v = (r.get("staleness") or {}).get(lag)
+                cells.append(f"{v['mean']:.2f} (max {v['max']:g})" if v else EMPTY)
+            lines.append(f"| policy lag {lag.replace('_to_', ' to ')} (versions) | " + " | ".join(cells) + " |")
     return lines
 
 

@@ -138,6 +138,7 @@ CONFIG_KEYS = {
     "dynamic_sampling": "algorithm.filter_groups.enable",
     "adv_estimator": "algorithm.adv_estimator",
     "device": "trainer.device",
+    "trainer_mode": "trainer.v1.trainer_mode",
 }
 
 

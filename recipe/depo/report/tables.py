@@ -248,6 +248,20 @@ def validation_ends(run: RunData) -> dict[str, dict] | None:
     return {"first": points[0], "last": points[-1]}
 
 
+LAGS = ("score_to_gen", "gen_to_train", "outcome_to_gen")
+
+
+def staleness(steps: list[dict]) -> dict[str, dict[str, float]]:
+    """DEPO's policy-lag metrics over the run: mean of the per-step means, largest per-step max."""
+    out = {}
+    for lag in LAGS:
+        means = [v for v in (_num(d, f"depo/staleness/{lag}_mean") for d in steps) if v is not None and v == v]
+        tops = [v for v in (_num(d, f"depo/staleness/{lag}_max") for d in steps) if v is not None and v == v]
+        if means:
+            out[lag] = {"mean": mean(means), "max": max(tops) if tops else float("nan")}
+    return out
+
+
 def run_report(run: RunData, gpus_override: int | None = None, skip_steps: int = 0) -> dict[str, Any]:
     """Every number of the tables for one run (report.json's ``runs[NAME]``)."""
     ordered = [run.steps[s] for s in sorted(run.steps)]
@@ -277,6 +291,8 @@ def run_report(run: RunData, gpus_override: int | None = None, skip_steps: int =
             "val_ends": validation_ends(run),
             "gpus": g,
             "device": run.config.get("device"),
+            "trainer_mode": run.config.get("trainer_mode") or "sync",
+            "staleness": staleness(ordered),
             "gpu_hours": total_seconds * g / 3600.0,
             "n": run.config["n"],
             "train_batch_size": run.config["train_batch_size"],
