@@ -13,6 +13,7 @@ and the scorer (the estimator worker's ``predict``), so tests can drive it with 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -35,6 +36,14 @@ class Submitted:
     text: str
     prediction: float
     reason: str
+    # The prompt's identity across epochs (``prompt_id``), which history selectors learn by.
+    prompt_id: str = ""
+
+
+def prompt_id(text: str) -> str:
+    """A prompt's identity across draws and epochs: a digest of the text the estimator reads
+    (verl's ``uid`` is new at every draw). Two rows with the same problem text are one prompt."""
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
 
 
 @dataclass
@@ -77,10 +86,11 @@ class PromptIntake:
         needed: int,
         step: int,
         fetch: Callable[[], TensorDict],
-        score: Callable[[list[str]], np.ndarray],
+        score: Callable[[list[str]], np.ndarray] | None,
     ) -> TensorDict:
         """Exactly ``needed`` prompts as one batch; ``fetch()`` returns one dataloader batch with
-        ``uid``s, ``score(texts)`` one predicted accuracy per text."""
+        ``uid``s, ``score(texts)`` one predicted accuracy per text (None: the selector reads no
+        estimator)."""
 
         def draw(at_least: int) -> list[Candidate]:
             rows, texts, uids = [], [], []
@@ -90,14 +100,20 @@ class PromptIntake:
                 uids += [str(u) for u in tu.get(fetched, "uid")]
                 texts += [prompt_text(p, e, self.text_source) for p, e in zip(tu.get(fetched, "raw_prompt"), extras)]
                 rows += [tu.index_select_tensor_dict(fetched, [i]) for i in range(len(fetched))]
-            predictions = self._score(score, texts)
-            return [Candidate(u, float(p), payload=r) for u, p, r in zip(uids, predictions, rows)]
+            if score is None:
+                predictions = [None] * len(texts)
+            else:
+                predictions = [float(p) for p in self._score(score, texts)]
+            return [
+                Candidate(u, p, payload=r, prompt_id=prompt_id(t)) for u, p, r, t in zip(uids, predictions, rows, texts)
+            ]
 
         selection = self.filter.select(needed, step, draw)
         if not selection.kept:
             raise ValueError(f"the intake was asked for {needed} prompts; a batch needs at least one")
         for a in selection.kept:
-            self.submitted[a.key] = Submitted(self.text_of(a.payload), a.prediction, a.reason)
+            text = self.text_of(a.payload)
+            self.submitted[a.key] = Submitted(text, a.prediction, a.reason, a.prompt_id or prompt_id(text))
         self._record(selection)
         if self.admissions_log:
             self._log_admissions(selection, step)
@@ -127,7 +143,11 @@ class PromptIntake:
     def _log_admissions(self, selection: Selection, step: int) -> None:
         """One JSON line per decided prompt: what was predicted and why it was (not) rolled out."""
         scanned = {c.key: c.prediction for c in selection.scanned}
-        base = {"step": step, "window": [self.filter.config.low, self.filter.config.high]}
+        base = {
+            "step": step,
+            "window": [self.filter.config.low, self.filter.config.high],
+            "selector": self.filter.selector.name,
+        }
         lines = [dict(base, uid=a.key, prediction=a.prediction, decision=a.reason) for a in selection.kept]
         lines += [
             dict(base, uid=a.key, prediction=a.prediction, decision="carried")
@@ -138,6 +158,16 @@ class PromptIntake:
         os.makedirs(os.path.dirname(os.path.abspath(self.admissions_log)), exist_ok=True)
         with open(self.admissions_log, "a") as f:
             f.writelines(json.dumps(line) + "\n" for line in lines)
+
+    def learn(self, uids: Sequence[str], mean_k: Sequence[float]) -> dict[str, float]:
+        """The selector learns from this step's labelled groups (uids of submitted prompts, their
+        mean@k); returns its ``depo/selector/*`` metrics."""
+        unknown = [uid for uid in uids if uid not in self.submitted]
+        if unknown:
+            raise RuntimeError(f"{len(unknown)} trained prompt(s) were not submitted by this step's intake")
+        ids = [self.submitted[uid].prompt_id for uid in uids]
+        metrics = self.filter.learn(ids, np.asarray(mean_k, dtype=np.float64), self.rollouts_per_prompt)
+        return {f"depo/selector/{k}": float(v) for k, v in metrics.items()}
 
     # ------------------------------------------------------------------ metrics
     def step_metrics(self, step: int, dataset_size: int | None = None) -> dict[str, float]:

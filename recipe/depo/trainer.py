@@ -11,12 +11,12 @@ keeps verl's sync semantics (``trainer.v1.trainer_mode`` stays ``sync``, so ever
 ``_next_train_batch``      the intake, for ``prepare_step`` and the replay buffer's refills alike
 ``_compute_advantage``     after verl's: flag zero-advantage groups, optionally mask them
 ``step``                   after verl's (actor updated): restore masks, read labels by uid from
-                           TransferQueue, update the estimator, log ``depo/*``
+                           TransferQueue, update the estimator and the selector, log ``depo/*``
 ``_save_checkpoint``       DEPO state into ``global_step_N/depo/`` *before* verl writes
                            ``latest_checkpointed_iteration.txt``
 ``_load_checkpoint``       find that state for the step verl resumes from
-``on_init_end``            start the estimator worker (from its checkpoint when resuming), then
-                           verl's weight sync
+``on_init_end``            start the estimator worker (from its checkpoint when resuming; not for
+                           the history-only selectors), then verl's weight sync
 =========================  =====================================================================
 
 Everything else of verl this relies on is listed, with the reason and the upstream hook that would
@@ -51,7 +51,7 @@ class DEPOTrainer(PPOTrainerSync):
         # The entry point checked the config before Ray started (preflight.check_training_start).
         self.depo = run_settings(config)
         self.intake: PromptIntake | None = None
-        if self.depo.uses_estimator:
+        if self.depo.uses_filter:
             self.intake = PromptIntake(
                 self.depo.filter,
                 text_source=self.depo.labels.text_source,
@@ -68,13 +68,19 @@ class DEPOTrainer(PPOTrainerSync):
 
     def on_init_end(self):
         if self.intake is not None:
-            self.start_estimator()
+            if self.depo.uses_estimator:  # greso and posterior read no estimator: no worker
+                self.start_estimator()
             if self.depo_resume_dir:
                 checkpoint.restore(self.depo_resume_dir, self.intake)
         super().on_init_end()
 
     def start_estimator(self) -> None:
         resume = checkpoint.estimator_dir(self.depo_resume_dir) if self.depo_resume_dir else None
+        if resume and not os.path.isdir(resume):
+            logger.warning(
+                f"{self.depo_resume_dir} holds no estimator (a selector without one saved it): it starts fresh"
+            )
+            resume = None
         actor_pool = None
         if self.depo.estimator.placement == "colocated":
             roles = (Role.Actor, Role.ActorRolloutRef, Role.ActorRollout)
@@ -88,7 +94,8 @@ class DEPOTrainer(PPOTrainerSync):
         if self.intake is None:
             return super()._next_train_batch(num_prompts)
         needed = self.config.data.train_batch_size if num_prompts is None else int(num_prompts)
-        batch = self.intake.next_batch(needed, self.global_steps, self._fetch_one_gen_batch, self.estimator.predict)
+        score = self.estimator.predict if self.estimator is not None else None
+        batch = self.intake.next_batch(needed, self.global_steps, self._fetch_one_gen_batch, score)
         tu.assign_non_tensor_data(batch, "global_steps", self.global_steps)
         return batch
 
@@ -104,8 +111,11 @@ class DEPOTrainer(PPOTrainerSync):
         # The masks were for the actor's loss only; metrics and labels read the real ones.
         self.zero_adv.restore()
         if self.intake is not None:
-            with marked_timer("depo_estimator_update", timing_raw, color="purple"):
-                metrics.update(self.estimator.learn(read_labels(batch, self.depo.labels), self.intake.submitted))
+            labels = read_labels(batch, self.depo.labels)
+            if self.estimator is not None:
+                with marked_timer("depo_estimator_update", timing_raw, color="purple"):
+                    metrics.update(self.estimator.learn(labels, self.intake.submitted))
+            metrics.update(self.intake.learn(labels.uids, labels.mean_k))
             metrics.update(self.intake.step_metrics(self.global_steps, dataset_size=len(self.train_dataset)))
         return batch
 

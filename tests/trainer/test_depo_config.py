@@ -176,6 +176,10 @@ def test_bare_enable_gets_past_config_checks_and_names_the_missing_data_in_one_l
             "algorithm.adv_estimator",
         ),
         ({"depo.enable": "yes"}, "depo.enable"),
+        ({"depo.filter.selector.name": "mopps"}, "depo.filter.selector.name"),
+        ({"depo.filter.selector.hybrid.prior_weight": -1}, "depo.filter.selector.hybrid.prior_weight"),
+        ({"depo.filter.selector.posterior.decay": 0.0}, "depo.filter.selector.posterior.decay"),
+        ({"depo.filter.selector.greso.p_step": 0}, "depo.filter.selector.greso.p_step"),
     ],
 )
 def test_invalid_settings_fail_naming_the_key(values, key):
@@ -231,6 +235,12 @@ def test_valid_variants_pass():
         )
     )
     assert settings.enable and not settings.uses_estimator and settings.advantage_filter.mask_zero_adv_groups
+    # a history-only selector: the filter runs (labels checked) but no estimator, so no backbone check
+    settings = validate(with_values(depo__filter__selector__name="greso", depo__estimator__backbone="/nope"))
+    assert settings.uses_filter and not settings.uses_estimator and settings.filter.selector.name == "greso"
+    for name in ("depo", "hybrid"):
+        with pytest.raises(DEPOConfigError, match="^depo.estimator.backbone:"):
+            validate(with_values(depo__filter__selector__name=name, depo__estimator__backbone="/nope"))
 
 
 def test_entry_point_refuses_a_bad_config_before_ray_naming_the_keys(tmp_path):
