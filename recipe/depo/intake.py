@@ -143,18 +143,24 @@ class PromptIntake:
     def _log_admissions(self, selection: Selection, step: int) -> None:
         """One JSON line per decided prompt: what was predicted and why it was (not) rolled out."""
         scanned = {c.key: c.prediction for c in selection.scanned}
+        pids = {c.key: c.pid for c in selection.scanned}
         base = {
             "step": step,
             "window": [self.filter.config.low, self.filter.config.high],
             "selector": self.filter.selector.name,
         }
-        lines = [dict(base, uid=a.key, prediction=a.prediction, decision=a.reason) for a in selection.kept]
+        lines = [
+            dict(base, uid=a.key, prompt_id=a.pid, prediction=a.prediction, decision=a.reason) for a in selection.kept
+        ]
         lines += [
-            dict(base, uid=a.key, prediction=a.prediction, decision="carried")
+            dict(base, uid=a.key, prompt_id=a.pid, prediction=a.prediction, decision="carried")
             for a in self.filter.carry
             if a.key in scanned
         ]
-        lines += [dict(base, uid=k, prediction=scanned.get(k), decision="rejected") for k in selection.rejected]
+        lines += [
+            dict(base, uid=k, prompt_id=pids.get(k), prediction=scanned.get(k), decision="rejected")
+            for k in selection.rejected
+        ]
         os.makedirs(os.path.dirname(os.path.abspath(self.admissions_log)), exist_ok=True)
         with open(self.admissions_log, "a") as f:
             f.writelines(json.dumps(line) + "\n" for line in lines)
