@@ -39,7 +39,10 @@ WARMUP = "warmup"
 WINDOW = "window"
 EXPLORE = "explore"
 FILL = "fill"
-REASONS = (WARMUP, WINDOW, EXPLORE, FILL)
+# Rolled out because the drift guard found the predictions miscalibrated (recipe/depo/audit.py).
+GUARD = "guard"
+REASONS = (WARMUP, WINDOW, EXPLORE, FILL, GUARD)
+MODES = ("filter", "shadow")
 
 _COUNTERS = ("calls", "scanned", "kept", "rejected", "explored", "filled", "cap_hits")
 # max_scan=null: this many times data.train_batch_size.
@@ -64,6 +67,14 @@ class FilterConfig(BaseConfig):
     # Which selector decides (depo: the estimator's window; greso, posterior: a prompt's own
     # history, no estimator; hybrid: both) and each one's settings (recipe/depo/selectors).
     selector: SelectorConfig = field(default_factory=SelectorConfig)
+    # filter: the selector decides what is rolled out. shadow: verl's own batch is rolled out (the
+    # run trains as GRPO would) and the selector's would-be rejections are scored against the
+    # outcomes (depo/shadow/*): trust the scorer on your data before it rejects anything.
+    mode: str = "filter"
+    # Drift guard: when the calibration error over the last guard_steps steps' groups passes
+    # guard_threshold, roll out everything (reason "guard") until it is back under. 0: off.
+    guard_threshold: float = 0.0
+    guard_steps: int = 10
 
     def __post_init__(self) -> None:
         check = FieldChecks(self)
@@ -85,6 +96,9 @@ class FilterConfig(BaseConfig):
         check.number("explore_rate", lo=0.0, hi=1.0)
         check.integer("max_scan", minimum=1, optional=True)
         check.integer("seed")
+        check.choice("mode", MODES)
+        check.number("guard_threshold", lo=0.0, hi=1.0)
+        check.integer("guard_steps", minimum=0)
         check.done()
 
     def resolved(self, train_batch_size: int) -> FilterConfig:
@@ -205,18 +219,20 @@ class DifficultyFilter:
         # verl counts steps from 1: warmup_steps=100 leaves steps 1..100 unfiltered.
         return step <= self.config.warmup_steps
 
-    def _decide(self, keep: bool, warm: bool) -> str | None:
-        if warm:
-            return WARMUP
+    def _decide(self, keep: bool, free: str | None) -> str | None:
+        """Why a candidate is rolled out (None: rejected); ``free`` is WARMUP or GUARD when every
+        prompt is rolled out this step."""
+        if free:
+            return free
         if keep:
             return WINDOW
         if self.config.explore_rate > 0.0 and self._rng.random() < self.config.explore_rate:
             return EXPLORE
         return None
 
-    def _selector_decisions(self, items: Sequence[Candidate | Admitted]) -> tuple[np.ndarray, np.ndarray]:
+    def decide_candidates(self, items: Sequence[Candidate | Admitted]) -> tuple[np.ndarray, np.ndarray]:
         """The selector's (keep, score) per item, in order; the estimator's predictions go with
-        them when the selector reads them."""
+        them when the selector reads them. (Shadow mode asks this of verl's own batch.)"""
         predictions = None
         if self.selector.needs_estimator:
             predictions = [item.prediction for item in items]
@@ -230,12 +246,16 @@ class DifficultyFilter:
         """The selector learns from one step's outcomes (mean@k of n rollouts per prompt)."""
         return self.selector.update(list(prompt_ids), mean_k, n)
 
-    def select(self, needed: int, step: int, draw: Callable[[int], Sequence[Candidate]]) -> Selection:
+    def select(
+        self, needed: int, step: int, draw: Callable[[int], Sequence[Candidate]], guard: bool = False
+    ) -> Selection:
         """Pick exactly ``needed`` prompts; ``draw(k)`` must return >= 1 fresh scored candidates
-        (it may return more than ``k``: the caller fetches whole dataloader chunks)."""
+        (it may return more than ``k``: the caller fetches whole dataloader chunks). ``guard``:
+        the drift guard is on, so every drawn prompt is rolled out (as during warm-up)."""
         if isinstance(needed, bool) or not isinstance(needed, int) or needed < 0:
             raise ValueError(f"needed must be an int >= 0, got {needed!r}")
         warm = self.warming_up(step)
+        free = WARMUP if warm else GUARD if guard else None
         kept: list[Admitted] = []
         rejected: list[str] = []
         new_carry: list[Admitted] = []
@@ -245,11 +265,11 @@ class DifficultyFilter:
             if len(kept) >= needed:
                 new_carry.append(item)
                 continue
-            if item.reason == WARMUP and not warm:
-                # Kept only because the filter was warming up when it was drawn: it must pass the
-                # real filter now, or "after warm-up every rolled-out prompt was in the window" breaks.
-                keep, score = self._selector_decisions([item])
-                reason = self._decide(bool(keep[0]), warm)
+            if item.reason in (WARMUP, GUARD) and not free:
+                # Kept only because the filter was warming up (or guarded) when it was drawn: it must
+                # pass the real filter now, or "after warm-up every rolled-out prompt was in the window" breaks.
+                keep, score = self.decide_candidates([item])
+                reason = self._decide(bool(keep[0]), free)
                 if reason is None:
                     rejected.append(item.key)
                     continue
@@ -272,13 +292,13 @@ class DifficultyFilter:
                 raise RuntimeError("draw() returned no candidates: the training dataloader is empty")
             # Decided during the warm-up too (the hybrid learns its prior weight from these
             # predictions), but every prompt is kept then.
-            keeps, scores = self._selector_decisions(chunk)
+            keeps, scores = self.decide_candidates(chunk)
             for cand, keep, score in zip(chunk, keeps, scores):
                 if not self.selector.needs_estimator:
                     # No estimator: what is recorded as the prompt's prediction is the selector's score.
                     cand = dataclasses.replace(cand, prediction=float(score))
                 scanned.append(cand)
-                reason = self._decide(bool(keep), warm)
+                reason = self._decide(bool(keep), free)
                 if reason is None:
                     out_of_window.append(cand)
                     out_scores.append(float(score))

@@ -9,6 +9,7 @@ keeps verl's sync semantics (``trainer.v1.trainer_mode`` stays ``sync``, so ever
 
 =========================  =====================================================================
 ``_next_train_batch``      the intake, for ``prepare_step`` and the replay buffer's refills alike
+                           (shadow mode: verl's own batch, which the intake only scores)
 ``_compute_advantage``     after verl's: flag zero-advantage groups, optionally mask them
 ``step``                   after verl's (actor updated): restore masks, read labels by uid from
                            TransferQueue, update the estimator and the selector, log ``depo/*``
@@ -93,8 +94,13 @@ class DEPOTrainer(PPOTrainerSync):
     def _next_train_batch(self, num_prompts: int | None = None):
         if self.intake is None:
             return super()._next_train_batch(num_prompts)
-        needed = self.config.data.train_batch_size if num_prompts is None else int(num_prompts)
         score = self.estimator.predict if self.estimator is not None else None
+        if self.intake.shadow_mode:
+            # verl's own batch, untouched (the run trains as GRPO would); the selector only shadows it
+            batch = super()._next_train_batch(num_prompts)
+            self.intake.shadow(batch, self.global_steps, score)
+            return batch
+        needed = self.config.data.train_batch_size if num_prompts is None else int(num_prompts)
         batch = self.intake.next_batch(needed, self.global_steps, self._fetch_one_gen_batch, score)
         tu.assign_non_tensor_data(batch, "global_steps", self.global_steps)
         return batch

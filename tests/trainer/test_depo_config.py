@@ -180,6 +180,9 @@ def test_bare_enable_gets_past_config_checks_and_names_the_missing_data_in_one_l
         ({"depo.filter.selector.hybrid.prior_weight": -1}, "depo.filter.selector.hybrid.prior_weight"),
         ({"depo.filter.selector.posterior.decay": 0.0}, "depo.filter.selector.posterior.decay"),
         ({"depo.filter.selector.greso.p_step": 0}, "depo.filter.selector.greso.p_step"),
+        ({"depo.filter.mode": "dry_run"}, "depo.filter.mode"),
+        ({"depo.filter.guard_threshold": 1.5}, "depo.filter.guard_threshold"),
+        ({"depo.filter.guard_steps": -1}, "depo.filter.guard_steps"),
     ],
 )
 def test_invalid_settings_fail_naming_the_key(values, key):

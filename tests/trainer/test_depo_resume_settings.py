@@ -65,7 +65,8 @@ def test_weight_shaping_change_is_refused_naming_the_yaml_key(state_dir, key, va
 def test_every_filter_field_is_compared_and_older_checkpoints_still_read(state_dir, tmp_path):
     folder, estimator = state_dir
     # compared from the config's fields: a field added to FilterConfig is covered without a list to keep
-    others = {"enable": False, "warmup_steps": 6, "explore_rate": 0.1, "max_scan": 65}
+    others = {"enable": False, "warmup_steps": 6, "explore_rate": 0.1, "max_scan": 65, "mode": "shadow"}
+    others.update(guard_threshold=0.2, guard_steps=3)
     assert set(others) | {"window", "seed", "selector"} == set(FilterConfig().to_dict())
     for key, value in others.items():
         assert check_settings(folder, estimator, same_filter(**{key: value})) == [
