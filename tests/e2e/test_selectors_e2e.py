@@ -6,9 +6,15 @@ history yet) and saves; run 2 resumes and trains step 3, the second pass, in whi
 has a history. GRESO's exploration probabilities are pinned at 0, so a prompt whose last group had
 zero variance is skipped with probability 1 - 0^z = 1: which prompts step 3 rolls out follows
 exactly from the selector state the checkpoint restored. Also checked: no estimator worker starts
-(no `depo/estimator/*` metric, no `estimator/` in the checkpoint, no worker in the log), the
+(no `depo/estimator/*` metric, no `estimator/` in the checkpoint, no worker start in the log), the
 selector learns every step (`depo/selector/*`), and its checkpointed state carries on across the
-resume. Part of the default suite (about 3 minutes on a 2-core machine).
+resume.
+
+Shadow mode (`depo.filter.mode=shadow`) against plain GRPO through verl's own entry point on the
+same data and seed: every step rolls out exactly the prompts GRPO rolls out, while the estimator
+scores and learns and the would-be rejections are scored against the outcomes (`depo/shadow/*`).
+
+Both are part of the default suite (about 3 minutes each on a 2-core machine).
 """
 
 import json
@@ -23,7 +29,9 @@ LAUNCHER = REPO / "examples" / "run_depo_cpu.sh"
 BATCH, N, POOL = 8, 4, 16
 
 
-def _launch(out_dir: Path, log_name: str, steps: int, resume: str) -> dict[int, dict]:
+def _launch(
+    out_dir: Path, log_name: str, steps: int, resume: str, mode: str = "depo", overrides=None, **knobs
+) -> dict[int, dict]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("VERL_")}
     env.update(
         POLICY="tiny",
@@ -38,27 +46,29 @@ def _launch(out_dir: Path, log_name: str, steps: int, resume: str) -> dict[int, 
         RESUME_MODE=resume,
         REPORT="0",
         TIMEOUT_S="420",
-        ENTRY="recipe.depo.main_depo",
-        CONFIG_NAME="depo_trainer",
-        ALGO="grpo_depo",
-        EXPERIMENT="greso_e2e",
-        SELECTOR="greso",
-        WARMUP="0",  # warm-up is for the estimator; GRESO has none
+        MODE=mode,
+        EXPERIMENT=f"{log_name}_e2e",
+        **knobs,
     )
-    overrides = [
-        "trainer.val_before_train=false",
-        "trainer.total_epochs=2",  # verl stops at its epoch count: step 3 is the pool's second pass
-        # every pass visits the whole pool (a step may scan past a pass's end)
-        f"depo.filter.max_scan={4 * POOL}",
-        *(f"depo.filter.selector.greso.{k}=0.0" for k in ("p_easy", "p_hard", "p_min", "p_max")),
-        f"depo.admissions_log={out_dir / f'admissions_{log_name}.jsonl'}",
-    ]
+    overrides = ["trainer.val_before_train=false", *(overrides or [])]
+    if mode == "depo":
+        overrides.append(f"depo.admissions_log={out_dir / f'admissions_{log_name}.jsonl'}")
     proc = subprocess.run(["bash", str(LAUNCHER), *overrides], env=env, capture_output=True, text=True, timeout=600)
     (out_dir / f"{log_name}.log").write_text(proc.stdout + "\n---- stderr ----\n" + proc.stderr)
     assert proc.returncode == 0, f"{log_name} failed; see {out_dir / log_name}.log\n{proc.stderr[-3000:]}"
-    assert "DifficultyEstimatorWorker" not in proc.stdout + proc.stderr, "an estimator worker started"
+    started = "DEPO estimator worker ready" in proc.stdout + proc.stderr
+    assert started == (knobs.get("SELECTOR") in (None, "depo", "hybrid") and mode == "depo"), "estimator worker"
     records = [json.loads(x) for x in (out_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
     return {r["step"]: r["data"] for r in records if "training/global_step" in r["data"]}
+
+
+GRESO_KNOBS = {"SELECTOR": "greso", "WARMUP": "0"}  # warm-up is for the estimator; GRESO has none
+GRESO = [
+    "trainer.total_epochs=2",  # verl stops at its epoch count: step 3 is the pool's second pass
+    # every pass visits the whole pool (a step may scan past a pass's end)
+    f"depo.filter.max_scan={4 * POOL}",
+    *(f"depo.filter.selector.greso.{k}=0.0" for k in ("p_easy", "p_hard", "p_min", "p_max")),
+]
 
 
 def _state(out_dir: Path, step: int) -> dict:
@@ -69,7 +79,7 @@ def _state(out_dir: Path, step: int) -> dict:
 
 @pytest.mark.ray
 def test_greso_trains_without_an_estimator_and_resumes_its_state(tmp_path):
-    steps = _launch(tmp_path, "run1", steps=2, resume="disable")
+    steps = _launch(tmp_path, "run1", steps=2, resume="disable", overrides=GRESO, **GRESO_KNOBS)
     assert sorted(steps) == [1, 2]
     for step, m in steps.items():
         assert m["depo/prompts_kept"] == BATCH and "actor/pg_loss" in m
@@ -81,7 +91,7 @@ def test_greso_trains_without_an_estimator_and_resumes_its_state(tmp_path):
     history = selector["history"]
     assert len(history) == steps[2]["depo/selector/tracked_prompts"]
 
-    resumed = _launch(tmp_path, "run2", steps=3, resume="auto")
+    resumed = _launch(tmp_path, "run2", steps=3, resume="auto", overrides=GRESO, **GRESO_KNOBS)
     assert sorted(resumed) == [3]
     after = _state(tmp_path, 3)["selector"]
     assert after["counters"]["updates"] == 3  # the restored selector learnt once more, not from scratch
@@ -103,3 +113,39 @@ def test_greso_trains_without_an_estimator_and_resumes_its_state(tmp_path):
     for pid, entry in history.items():
         if pid not in rolled:
             assert after["history"][pid] == entry, pid
+
+
+def _prompts(run_dir: Path, step: int) -> list[str]:
+    """The prompts a step rolled out (verl's rollout dump: one line per response)."""
+    lines = [json.loads(x) for x in (run_dir / "rollouts" / f"{step}.jsonl").read_text().splitlines()]
+    return sorted(x["input"] for x in lines)
+
+
+@pytest.mark.ray
+def test_shadow_mode_rolls_out_what_grpo_rolls_out_and_scores_its_would_be_rejections(tmp_path):
+    from recipe.depo.estimator import build_tiny_encoder
+
+    encoder = build_tiny_encoder(str(tmp_path / "encoder"), hidden_size=32, num_layers=1, num_heads=2)
+    grpo = _launch(tmp_path / "grpo", "grpo", steps=2, resume="disable", mode="grpo")
+    shadow_overrides = [
+        "depo.filter.mode=shadow",
+        f"depo.estimator.backbone={encoder}",
+        "depo.estimator.max_length=32",
+        "depo.estimator.hidden_dims=[16]",
+        "depo.filter.window=[0.45,0.55]",  # a narrow window: some would-be rejections to score
+    ]
+    shadow = _launch(tmp_path / "shadow", "shadow", steps=2, resume="disable", overrides=shadow_overrides)
+    assert sorted(grpo) == sorted(shadow) == [1, 2]
+    for step in (1, 2):
+        assert _prompts(tmp_path / "shadow", step) == _prompts(tmp_path / "grpo", step), step
+        m = shadow[step]
+        assert m["depo/prompts_kept"] == BATCH and m["depo/rollouts_saved"] == 0
+        assert m["depo/estimator/num_updates"] == step  # the estimator learnt, as with filtering
+        assert 0.0 <= m["depo/shadow/would_reject"] <= 1.0 and 0.0 <= m["depo/calib_error"] <= 1.0
+        for key in ("depo/shadow/precision", "depo/shadow/recall"):
+            assert key in m
+    log = [json.loads(x) for x in (tmp_path / "shadow" / "admissions_shadow.jsonl").read_text().splitlines()]
+    assert len(log) == 2 * BATCH and {x["mode"] for x in log} == {"shadow"}
+    rejected = sum(x["decision"] == "rejected" for x in log)
+    total = shadow[2]["depo/shadow/would_reject_total"]
+    assert total == rejected / (2 * BATCH)
