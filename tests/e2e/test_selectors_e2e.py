@@ -14,7 +14,10 @@ Shadow mode (`depo.filter.mode=shadow`) against plain GRPO through verl's own en
 same data and seed: every step rolls out exactly the prompts GRPO rolls out, while the estimator
 scores and learns and the would-be rejections are scored against the outcomes (`depo/shadow/*`).
 
-Both are part of the default suite (about 3 minutes each on a 2-core machine).
+The GRESO run is part of the default suite (about 3.5 minutes on a 2-core machine); the shadow run
+(two launches, about 5 minutes) is slow and runs in .ci/run's CI_SLOW list; its fast counterpart in
+the default suite is tests/trainer/test_depo_trainer.py's shadow test (the trainer's batches against
+plain verl's, without model workers).
 """
 
 import json
@@ -121,6 +124,7 @@ def _prompts(run_dir: Path, step: int) -> list[str]:
     return sorted(x["input"] for x in lines)
 
 
+@pytest.mark.slow
 @pytest.mark.ray
 def test_shadow_mode_rolls_out_what_grpo_rolls_out_and_scores_its_would_be_rejections(tmp_path):
     from recipe.depo.estimator import build_tiny_encoder
