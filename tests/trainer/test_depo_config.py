@@ -258,3 +258,22 @@ def test_entry_point_refuses_a_bad_config_before_ray_naming_the_keys(tmp_path):
     assert "depo: invalid config: depo.filter.window:" in out.stderr, out.stderr[-2000:]
     assert "depo: invalid config: depo.enable:" in out.stderr, out.stderr[-2000:]
     assert "Traceback" not in out.stderr and "ray init" not in out.stdout.lower()
+
+
+def test_bad_selector_and_guard_settings_are_refused_at_start_all_at_once():
+    cfg = with_values(
+        depo__filter__selector__name="mopps",
+        depo__filter__selector__hybrid__prior_weight=-1,
+        depo__filter__selector__posterior__decay=1.5,
+        depo__filter__guard_threshold=-0.1,
+        depo__filter__mode="dry_run",
+    )
+    with pytest.raises(DEPOConfigError) as err:
+        validate(cfg)
+    assert sorted(key for key, _ in err.value.problems) == [
+        "depo.filter.guard_threshold",
+        "depo.filter.mode",
+        "depo.filter.selector.hybrid.prior_weight",
+        "depo.filter.selector.name",
+        "depo.filter.selector.posterior.decay",
+    ]
