@@ -71,6 +71,8 @@ class _StepRecord:
     predict_time_s: float = 0.0
     # The drift guard rolled out everything this step.
     guard: bool = False
+    # Batches asked of the intake this step: 1, plus verl's dynamic-sampling refills.
+    calls: int = 0
 
 
 class PromptIntake:
@@ -158,6 +160,7 @@ class PromptIntake:
             self.submitted[cand.key] = Submitted(self.text_of(cand.payload), prediction, "shadow", cand.pid)
             self.would_reject[cand.key] = not bool(k)
             record.scanned_predictions.append(prediction)
+        record.calls += 1
         record.scanned += len(candidates)
         record.scanned_in_window += int(np.sum(keep))
         if self.admissions_log:
@@ -185,6 +188,7 @@ class PromptIntake:
 
     def _record(self, selection: Selection) -> None:
         record = self._step
+        record.calls += 1
         record.scanned += len(selection.scanned)
         record.scanned_in_window += sum(self.filter.in_window(c.prediction) for c in selection.scanned)
         record.scanned_predictions.extend(c.prediction for c in selection.scanned)
@@ -266,6 +270,7 @@ class PromptIntake:
             "depo/scan_cap_hit": float(record.cap_hit),
             "depo/prompts_kept": len(self.submitted) if self.shadow_mode else len(record.kept),
             "depo/prompts_carried_in": record.carried_in,
+            "depo/generation_rounds": record.calls,
             "depo/carry_over": len(self.filter.carry),
             "depo/estimator/predict_time_s": record.predict_time_s,
         }

@@ -110,3 +110,14 @@ def test_a_saved_state_of_another_selector_starts_the_new_one_fresh(fetch):
     posterior.load_state_dict(greso.state_dict(), greso.carried_rows())
     assert posterior.filter.selector.name == "posterior" and posterior.filter.selector.counts == {}
     assert [a.key for a in posterior.filter.carry] == [a.key for a in greso.filter.carry]
+
+
+def test_dynamic_sampling_refills_go_through_the_same_selector(fetch):
+    # verl's replay buffer asks the intake for a few prompts more when groups were evicted
+    intake = make({"name": "posterior", "posterior": {"decision": "mean"}}, explore_rate=0.0, window=(0.4, 0.6))
+    intake.begin_step()
+    intake.next_batch(BATCH, 1, fetch, None)
+    decided = intake.filter.selector.counters["decided"]
+    refill = intake.next_batch(5, 1, fetch, None)  # more than the carry-over holds: fresh draws decided
+    assert refill.batch_size[0] == 5 and intake.filter.selector.counters["decided"] > decided
+    assert len(intake.submitted) == BATCH + 5 and intake.step_metrics(1)["depo/generation_rounds"] == 2
