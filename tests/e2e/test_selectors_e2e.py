@@ -153,3 +153,33 @@ def test_shadow_mode_rolls_out_what_grpo_rolls_out_and_scores_its_would_be_rejec
     rejected = sum(x["decision"] == "rejected" for x in log)
     total = shadow[2]["depo/shadow/would_reject_total"]
     assert total == rejected / (2 * BATCH)
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.parametrize("selector", ["posterior", "hybrid"])
+def test_each_other_selector_trains_through_the_real_trainer(tmp_path, selector):
+    """The posterior (no estimator) and the hybrid (estimator + history) for two steps each, past
+    the warm-up, their state in the checkpoint."""
+    overrides = []
+    if selector == "hybrid":
+        from recipe.depo.estimator import build_tiny_encoder
+
+        encoder = build_tiny_encoder(str(tmp_path / "encoder"), hidden_size=32, num_layers=1, num_heads=2)
+        overrides = [
+            f"depo.estimator.backbone={encoder}",
+            "depo.estimator.max_length=32",
+            "depo.estimator.hidden_dims=[16]",
+        ]
+    knobs = {"SELECTOR": selector, "WARMUP": "1"}
+    steps = _launch(tmp_path, selector, steps=2, resume="disable", overrides=overrides, **knobs)
+    assert sorted(steps) == [1, 2]
+    for m in steps.values():
+        assert m["depo/prompts_kept"] == BATCH and m["depo/selector/tracked_prompts"] > 0
+        assert ("depo/estimator/num_updates" in m) == (selector == "hybrid")
+    if selector == "hybrid":
+        assert steps[2]["depo/selector/prior_weight"] > 0
+    folder = tmp_path / "checkpoints" / "global_step_2" / "depo"
+    saved = json.loads((folder / "state.json").read_text())["filter"]["selector"]
+    assert saved["selector"] == selector and saved["counters"]["updates"] == 2 and len(saved["counts"]) > 0
+    assert (folder / "estimator").is_dir() == (selector == "hybrid")
