@@ -58,6 +58,7 @@ ESTIMATOR=${ESTIMATOR:-}                   # estimator backbone; empty: all-Mini
 WARMUP=${WARMUP:-3}                        # paper: 100 of 1,000 steps; the demo has only STEPS
 WINDOW=${WINDOW:-[0.15,0.85]}              # paper's window
 EXPLORE=${EXPLORE:-0.0}                    # paper-faithful: no exploration
+SELECTOR=${SELECTOR:-depo}                 # depo | greso | posterior | hybrid (depo.filter.selector.name)
 # paper: 2e-4 over 1,000 steps; this short run needs the estimator to move faster
 EST_LR=${EST_LR:-2e-3}
 OUT_DIR=${OUT_DIR:-/tmp/cpu_depo_demo}
@@ -214,6 +215,7 @@ if [[ "$ENTRY" == recipe.depo.main_depo ]]; then
     depo.filter.warmup_steps="$WARMUP"
     "depo.filter.window=$WINDOW"
     depo.filter.explore_rate="$EXPLORE"
+    depo.filter.selector.name="$SELECTOR"
   )
 fi
 

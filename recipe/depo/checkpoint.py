@@ -56,17 +56,23 @@ def resumed_folder(config: DictConfig) -> str | None:
 
 
 def save(
-    config: DictConfig, step: int, intake: PromptIntake, estimator: EstimatorClient, in_flight: dict | None = None
+    config: DictConfig,
+    step: int,
+    intake: PromptIntake,
+    estimator: EstimatorClient | None,
+    in_flight: dict | None = None,
 ) -> str:
-    """Write ``global_step_<step>/depo/`` completely, or leave nothing behind. ``in_flight`` is the
-    state of the predictions of prompts sent to rollout but not yet trained (``in_flight.json``)."""
+    """Write ``global_step_<step>/depo/`` completely, or leave nothing behind. ``estimator`` is
+    None for a selector that reads no estimator (greso, posterior): no ``estimator/`` then.
+    ``in_flight`` is the state of the predictions of prompts sent to rollout but not yet trained
+    (``in_flight.json``)."""
     folder = step_folder(config, step)
     os.makedirs(folder, exist_ok=True)
     final = os.path.join(folder, STATE_DIR)
     tmp = os.path.join(folder, f".{STATE_DIR}.tmp-{uuid.uuid4().hex[:8]}")
     os.makedirs(tmp)
     try:
-        written = estimator.save(os.path.abspath(os.path.join(tmp, "estimator")))
+        written = estimator.save(os.path.abspath(os.path.join(tmp, "estimator"))) if estimator else tmp
         if not os.path.isdir(written):
             # the worker wrote it on its own node; without a shared filesystem it is not here
             raise RuntimeError(
@@ -144,8 +150,11 @@ def check_settings(state_dir: str, estimator: EstimatorConfig, filter_config: Fi
     the estimator worker applies its changes as it loads the checkpoint, and the filter is built
     from the run's settings (only its queue, counters and RNG come from the checkpoint).
     """
-    saved_estimator = read_json(os.path.join(estimator_dir(state_dir), "config.json"), "estimator config")
-    applied, refused = resume_changes(saved_estimator, estimator.to_dict())
+    saved_config = os.path.join(estimator_dir(state_dir), "config.json")
+    if os.path.isfile(saved_config) and filter_config.needs_estimator:
+        applied, refused = resume_changes(read_json(saved_config, "estimator config"), estimator.to_dict())
+    else:  # the saved run or this one reads no estimator: nothing of it to compare
+        applied, refused = [], []
     if refused:
         problems = []
         for line in refused:
@@ -158,10 +167,29 @@ def check_settings(state_dir: str, estimator: EstimatorConfig, filter_config: Fi
         saved = {**saved, "window": [saved["low"], saved["high"]]}
     for key, after in filter_config.to_dict().items():
         before = saved.get(key, after)  # a field the checkpoint predates: nothing to compare
-        if before != after:
+        if key == "selector":
+            changes += _selector_changes(before, after)
+        elif before != after:
             effect = "no effect: the exploration RNG resumes from the checkpoint" if key == "seed" else "applied"
             changes.append(f"depo.filter.{key}: {before!r} in the checkpoint, {after!r} now ({effect})")
     return changes
+
+
+def _selector_changes(before: dict, after: dict) -> list[str]:
+    """Changed selector settings, one line per key: another selector starts fresh (a state of one
+    is meaningless to another); a changed setting of the same one applies to its restored state."""
+    if before.get("name") != after.get("name"):
+        return [
+            f"depo.filter.selector.name: {before.get('name')!r} in the checkpoint, {after.get('name')!r} now "
+            "(its state is not restored: the new selector starts fresh)"
+        ]
+    block = after.get("name")
+    old, new = before.get(block) or {}, after.get(block) or {}
+    return [
+        f"depo.filter.selector.{block}.{key}: {old[key]!r} in the checkpoint, {value!r} now (applied)"
+        for key, value in new.items()
+        if key in old and old[key] != value
+    ]
 
 
 def estimator_dir(state_dir: str) -> str:

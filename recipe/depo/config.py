@@ -80,9 +80,16 @@ class DEPOConfig(BaseConfig):
         check.done()
 
     @property
-    def uses_estimator(self) -> bool:
-        """The estimator and the pre-rollout filter run (``depo.enable`` and ``depo.filter.enable``)."""
+    def uses_filter(self) -> bool:
+        """The pre-rollout filter runs (``depo.enable`` and ``depo.filter.enable``); it learns from
+        per-prompt labels whichever selector decides."""
         return self.enable and self.filter.enable
+
+    @property
+    def uses_estimator(self) -> bool:
+        """The estimator worker runs: the filter is on and its selector reads predictions
+        (``depo``, ``hybrid``; ``greso`` and ``posterior`` need none)."""
+        return self.uses_filter and self.filter.needs_estimator
 
 
 def parse(block: Any) -> tuple[DEPOConfig, list[tuple[str, str]]]:

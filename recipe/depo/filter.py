@@ -32,13 +32,17 @@ from typing import Any, ClassVar
 import numpy as np
 from verl.base_config import BaseConfig
 
-from recipe.depo.config_fields import FieldChecks, field_names, is_number
+from recipe.depo.config_fields import FieldChecks, build, field_names, is_number
+from recipe.depo.selectors import SelectorConfig, build_selector
 
 WARMUP = "warmup"
 WINDOW = "window"
 EXPLORE = "explore"
 FILL = "fill"
-REASONS = (WARMUP, WINDOW, EXPLORE, FILL)
+# Rolled out because the drift guard found the predictions miscalibrated (recipe/depo/audit.py).
+GUARD = "guard"
+REASONS = (WARMUP, WINDOW, EXPLORE, FILL, GUARD)
+MODES = ("filter", "shadow")
 
 _COUNTERS = ("calls", "scanned", "kept", "rejected", "explored", "filled", "cap_hits")
 # max_scan=null: this many times data.train_batch_size.
@@ -60,10 +64,23 @@ class FilterConfig(BaseConfig):
     # Fresh candidates scored per call before falling back to "fill"; must be >= the batch.
     max_scan: int | None = None
     seed: int = 0
+    # Which selector decides (depo: the estimator's window; greso, posterior: a prompt's own
+    # history, no estimator; hybrid: both) and each one's settings (recipe/depo/selectors).
+    selector: SelectorConfig = field(default_factory=SelectorConfig)
+    # filter: the selector decides what is rolled out. shadow: verl's own batch is rolled out (the
+    # run trains as GRPO would) and the selector's would-be rejections are scored against the
+    # outcomes (depo/shadow/*): trust the scorer on your data before it rejects anything.
+    mode: str = "filter"
+    # Drift guard: when the calibration error over the last guard_steps steps' groups passes
+    # guard_threshold, roll out everything (reason "guard") until it is back under. 0: off.
+    guard_threshold: float = 0.0
+    guard_steps: int = 10
 
     def __post_init__(self) -> None:
         check = FieldChecks(self)
         check.boolean("enable")
+        if not isinstance(self.selector, SelectorConfig):  # a plain mapping, e.g. from YAML
+            object.__setattr__(self, "selector", build(SelectorConfig, self.selector, check.problems))
         window = self.window
         if isinstance(window, (str, bytes)) or not hasattr(window, "__len__") or len(window) != 2:
             check.fail("window", f"must be [low, high], got {window!r}")
@@ -79,6 +96,9 @@ class FilterConfig(BaseConfig):
         check.number("explore_rate", lo=0.0, hi=1.0)
         check.integer("max_scan", minimum=1, optional=True)
         check.integer("seed")
+        check.choice("mode", MODES)
+        check.number("guard_threshold", lo=0.0, hi=1.0)
+        check.integer("guard_steps", minimum=0)
         check.done()
 
     def resolved(self, train_batch_size: int) -> FilterConfig:
@@ -90,7 +110,15 @@ class FilterConfig(BaseConfig):
     def to_dict(self) -> dict[str, Any]:
         """Every field by name, as JSON holds it (what a checkpoint saves and a resume compares)."""
         values = {name: getattr(self, name) for name in field_names(type(self))}
+        values["selector"] = _plain_config(self.selector)
         return {name: list(v) if isinstance(v, tuple) else v for name, v in values.items()}
+
+    @property
+    def needs_estimator(self) -> bool:
+        """Whether the named selector reads the estimator's predictions (depo, hybrid)."""
+        from recipe.depo.selectors import get_selector_class
+
+        return get_selector_class(self.selector.name).needs_estimator
 
     @property
     def low(self) -> float:
@@ -105,13 +133,29 @@ class FilterConfig(BaseConfig):
         return 0.5 * (self.low + self.high)
 
 
+def _plain_config(config: Any) -> Any:
+    """A (nested) config dataclass as plain JSON values, without hydra's ``_target_``."""
+    if dataclasses.is_dataclass(config):
+        return {name: _plain_config(getattr(config, name)) for name in field_names(type(config))}
+    return list(config) if isinstance(config, tuple) else config
+
+
 @dataclass(frozen=True)
 class Candidate:
     key: str
-    prediction: float
+    # The estimator's predicted accuracy; None when the selector reads no estimator (the filter
+    # then records the selector's own score in its place).
+    prediction: float | None
     # The caller's object for this prompt (the dataset row); the filter only passes it along, so
     # the carry-over queue holds the rows themselves.
     payload: Any = field(default=None, compare=False, repr=False)
+    # The prompt's identity across draws and epochs (``key`` is one draw's uid), which the
+    # history selectors remember outcomes by; None: ``key``.
+    prompt_id: str | None = None
+
+    @property
+    def pid(self) -> str:
+        return self.key if self.prompt_id is None else self.prompt_id
 
 
 @dataclass(frozen=True)
@@ -120,6 +164,11 @@ class Admitted:
     prediction: float
     reason: str
     payload: Any = field(default=None, compare=False, repr=False)
+    prompt_id: str | None = None
+
+    @property
+    def pid(self) -> str:
+        return self.key if self.prompt_id is None else self.prompt_id
 
 
 @dataclass
@@ -159,6 +208,9 @@ class DifficultyFilter:
         self.carry: list[Admitted] = []
         self.counters = {name: 0 for name in _COUNTERS}
         self._rng = np.random.default_rng(config.seed)
+        # Its own RNG (seeded from the same seed), so the exploration draws are those of a
+        # run with the depo selector, whatever the selector draws.
+        self.selector = build_selector(config.selector, window=config.window, seed=config.seed)
 
     def in_window(self, prediction: float) -> bool:
         return self.config.low <= prediction <= self.config.high
@@ -167,21 +219,43 @@ class DifficultyFilter:
         # verl counts steps from 1: warmup_steps=100 leaves steps 1..100 unfiltered.
         return step <= self.config.warmup_steps
 
-    def _decide(self, prediction: float, warm: bool) -> str | None:
-        if warm:
-            return WARMUP
-        if self.in_window(prediction):
+    def _decide(self, keep: bool, free: str | None) -> str | None:
+        """Why a candidate is rolled out (None: rejected); ``free`` is WARMUP or GUARD when every
+        prompt is rolled out this step."""
+        if free:
+            return free
+        if keep:
             return WINDOW
         if self.config.explore_rate > 0.0 and self._rng.random() < self.config.explore_rate:
             return EXPLORE
         return None
 
-    def select(self, needed: int, step: int, draw: Callable[[int], Sequence[Candidate]]) -> Selection:
+    def decide_candidates(self, items: Sequence[Candidate | Admitted]) -> tuple[np.ndarray, np.ndarray]:
+        """The selector's (keep, score) per item, in order; the estimator's predictions go with
+        them when the selector reads them. (Shadow mode asks this of verl's own batch.)"""
+        predictions = None
+        if self.selector.needs_estimator:
+            predictions = [item.prediction for item in items]
+            for item, value in zip(items, predictions):
+                if not isinstance(value, (int, float, np.floating)) or not math.isfinite(value):
+                    raise ValueError(f"prediction for {item.key!r} is not a finite number: {value!r}")
+        decisions = self.selector.decide([item.pid for item in items], predictions)
+        return decisions.keep, decisions.score
+
+    def learn(self, prompt_ids: Sequence[str], mean_k: Sequence[float], n: int) -> dict[str, float]:
+        """The selector learns from one step's outcomes (mean@k of n rollouts per prompt)."""
+        return self.selector.update(list(prompt_ids), mean_k, n)
+
+    def select(
+        self, needed: int, step: int, draw: Callable[[int], Sequence[Candidate]], guard: bool = False
+    ) -> Selection:
         """Pick exactly ``needed`` prompts; ``draw(k)`` must return >= 1 fresh scored candidates
-        (it may return more than ``k``: the caller fetches whole dataloader chunks)."""
+        (it may return more than ``k``: the caller fetches whole dataloader chunks). ``guard``:
+        the drift guard is on, so every drawn prompt is rolled out (as during warm-up)."""
         if isinstance(needed, bool) or not isinstance(needed, int) or needed < 0:
             raise ValueError(f"needed must be an int >= 0, got {needed!r}")
         warm = self.warming_up(step)
+        free = WARMUP if warm else GUARD if guard else None
         kept: list[Admitted] = []
         rejected: list[str] = []
         new_carry: list[Admitted] = []
@@ -191,19 +265,23 @@ class DifficultyFilter:
             if len(kept) >= needed:
                 new_carry.append(item)
                 continue
-            if item.reason == WARMUP and not warm:
-                # Kept only because the filter was warming up when it was drawn: it must pass the
-                # real filter now, or "after warm-up every rolled-out prompt was in the window" breaks.
-                reason = self._decide(item.prediction, warm)
+            if item.reason in (WARMUP, GUARD) and not free:
+                # Kept only because the filter was warming up (or guarded) when it was drawn: it must
+                # pass the real filter now, or "after warm-up every rolled-out prompt was in the window" breaks.
+                keep, score = self.decide_candidates([item])
+                reason = self._decide(bool(keep[0]), free)
                 if reason is None:
                     rejected.append(item.key)
                     continue
-                item = Admitted(item.key, item.prediction, reason, item.payload)
+                prediction = item.prediction if self.selector.needs_estimator else float(score[0])
+                item = Admitted(item.key, prediction, reason, item.payload, item.prompt_id)
             kept.append(item)
             carried_in += 1
 
         scanned: list[Candidate] = []
         out_of_window: list[Candidate] = []
+        # The selector's score of each out-of-window candidate: the fill ranks by it.
+        out_scores: list[float] = []
         cap_hit = False
         while len(kept) < needed:
             if len(scanned) >= self.config.max_scan and len(kept) + len(out_of_window) >= needed:
@@ -212,26 +290,31 @@ class DifficultyFilter:
             chunk = list(draw(needed - len(kept)))
             if not chunk:
                 raise RuntimeError("draw() returned no candidates: the training dataloader is empty")
-            for cand in chunk:
-                if not isinstance(cand.prediction, (int, float, np.floating)) or not math.isfinite(cand.prediction):
-                    raise ValueError(f"prediction for {cand.key!r} is not a finite number: {cand.prediction!r}")
+            # Decided during the warm-up too (the hybrid learns its prior weight from these
+            # predictions), but every prompt is kept then.
+            keeps, scores = self.decide_candidates(chunk)
+            for cand, keep, score in zip(chunk, keeps, scores):
+                if not self.selector.needs_estimator:
+                    # No estimator: what is recorded as the prompt's prediction is the selector's score.
+                    cand = dataclasses.replace(cand, prediction=float(score))
                 scanned.append(cand)
-                reason = self._decide(float(cand.prediction), warm)
+                reason = self._decide(bool(keep), free)
                 if reason is None:
                     out_of_window.append(cand)
+                    out_scores.append(float(score))
                 elif len(kept) < needed:
-                    kept.append(Admitted(cand.key, float(cand.prediction), reason, cand.payload))
+                    kept.append(Admitted(cand.key, float(cand.prediction), reason, cand.payload, cand.prompt_id))
                 else:
-                    new_carry.append(Admitted(cand.key, float(cand.prediction), reason, cand.payload))
+                    new_carry.append(Admitted(cand.key, float(cand.prediction), reason, cand.payload, cand.prompt_id))
 
         if cap_hit:
-            centre = self.config.centre
+            centre = self.selector.centre
             # Stable sort: ties keep draw order, so the choice is deterministic.
-            ranked = sorted(range(len(out_of_window)), key=lambda i: abs(out_of_window[i].prediction - centre))
+            ranked = sorted(range(len(out_of_window)), key=lambda i: abs(out_scores[i] - centre))
             chosen = set(ranked[: needed - len(kept)])
             for i, cand in enumerate(out_of_window):
                 if i in chosen:
-                    kept.append(Admitted(cand.key, float(cand.prediction), FILL, cand.payload))
+                    kept.append(Admitted(cand.key, float(cand.prediction), FILL, cand.payload, cand.prompt_id))
                 else:
                     rejected.append(cand.key)
         else:
@@ -255,9 +338,10 @@ class DifficultyFilter:
     def state_dict(self) -> dict:
         return {
             "config": self.config.to_dict(),
-            "carry": [[a.key, a.prediction, a.reason] for a in self.carry],
+            "carry": [[a.key, a.prediction, a.reason, a.prompt_id] for a in self.carry],
             "counters": dict(self.counters),
             "rng": self._rng.bit_generator.state,
+            "selector": self.selector.state_dict(),
         }
 
     def load_state_dict(self, state: dict, payloads: Sequence[Any] | None = None) -> None:
@@ -266,12 +350,23 @@ class DifficultyFilter:
         if payloads is not None and len(payloads) != len(entries):
             raise ValueError(f"filter state: {len(payloads)} payloads for {len(entries)} carried prompts")
         carry = []
-        for i, (key, prediction, reason) in enumerate(entries):
+        for i, entry in enumerate(entries):
+            # Checkpoints written before the selectors hold [key, prediction, reason].
+            key, prediction, reason, prompt_id = (list(entry) + [None])[:4]
             if reason not in REASONS:
                 raise ValueError(f"filter state: unknown admission reason {reason!r}")
-            carry.append(Admitted(str(key), float(prediction), reason, None if payloads is None else payloads[i]))
+            payload = None if payloads is None else payloads[i]
+            carry.append(
+                Admitted(str(key), float(prediction), reason, payload, None if prompt_id is None else str(prompt_id))
+            )
         counters = {name: int(state["counters"].get(name, 0)) for name in _COUNTERS}
         rng = np.random.default_rng()
         rng.bit_generator.state = state["rng"]
+        saved = state.get("selector")
+        # A selector of another name (the run changed depo.filter.selector.name, which
+        # checkpoint.check_settings reports) or none saved: the run's selector starts fresh.
+        selector = build_selector(self.config.selector, window=self.config.window, seed=self.config.seed)
+        if saved is not None and saved.get("selector") == selector.name:
+            selector.load_state_dict(saved)
         # Assign only after everything parsed: a bad state leaves the filter untouched.
-        self.carry, self.counters, self._rng = carry, counters, rng
+        self.carry, self.counters, self._rng, self.selector = carry, counters, rng, selector

@@ -63,11 +63,11 @@ class RewardFunction(NamedTuple):
 def check_training_start(config: DictConfig) -> DEPOConfig:
     """The run's ``DEPOConfig`` (``validate``'s ``DEPOConfigError`` for a bad config), after a
     ``PreflightError`` unless every local data row has a usable reference and the reward returns
-    ``depo.labels.acc_key`` (the latter only when the DEPO estimator needs labels)."""
+    ``depo.labels.acc_key`` (the latter only when DEPO's filter learns from labels)."""
     settings = validate(config)
     warn_if_slow(config)  # before the data: a user fixing a data path still sees the cost warning
     reward = _reward_function(config)
-    for key, needs_labels in (("data.train_files", settings.uses_estimator), ("data.val_files", False)):
+    for key, needs_labels in (("data.train_files", settings.uses_filter), ("data.val_files", False)):
         for path in _local_files(config, key):
             _check_file(path, key, reward, settings.labels.acc_key if needs_labels else None)
     return settings

@@ -44,6 +44,8 @@ class InFlight:
     scored_step: int
     # newest policy version whose outcomes the estimator had learned when it scored (-1: none yet)
     learned_version: int
+    # the prompt's identity across epochs, which the history selectors learn by (intake.prompt_id)
+    prompt_id: str = ""
 
 
 class InFlightPredictions:
@@ -54,7 +56,9 @@ class InFlightPredictions:
     def add(self, submitted: Mapping[str, Submitted], step: int) -> None:
         for uid, s in submitted.items():
             if uid not in self.records:
-                self.records[uid] = InFlight(s.text, s.prediction, s.reason, int(step), self.learned_version)
+                self.records[uid] = InFlight(
+                    s.text, s.prediction, s.reason, int(step), self.learned_version, s.prompt_id
+                )
 
     def take(self, uids: Iterable[str]) -> dict[str, InFlight]:
         """The records of the prompts just trained, removed from what is in flight."""

@@ -9,14 +9,15 @@ keeps verl's sync semantics (``trainer.v1.trainer_mode`` stays ``sync``, so ever
 
 =========================  =====================================================================
 ``_next_train_batch``      the intake, for ``prepare_step`` and the replay buffer's refills alike
+                           (shadow mode: verl's own batch, which the intake only scores)
 ``_compute_advantage``     after verl's: flag zero-advantage groups, optionally mask them
 ``step``                   after verl's (actor updated): restore masks, read labels by uid from
-                           TransferQueue, update the estimator, log ``depo/*``
+                           TransferQueue, update the estimator and the selector, log ``depo/*``
 ``_save_checkpoint``       DEPO state into ``global_step_N/depo/`` *before* verl writes
                            ``latest_checkpointed_iteration.txt``
 ``_load_checkpoint``       find that state for the step verl resumes from
-``on_init_end``            start the estimator worker (from its checkpoint when resuming), then
-                           verl's weight sync
+``on_init_end``            start the estimator worker (from its checkpoint when resuming; not for
+                           the history-only selectors), then verl's weight sync
 =========================  =====================================================================
 
 Everything else of verl this relies on is listed, with the reason and the upstream hook that would
@@ -56,7 +57,7 @@ class DEPOTrainerMixin:
         # The entry point checked the config before Ray started (preflight.check_training_start).
         self.depo = run_settings(config)
         self.intake: PromptIntake | None = None
-        if self.depo.uses_estimator:
+        if self.depo.uses_filter:
             self.intake = PromptIntake(
                 self.depo.filter,
                 text_source=self.depo.labels.text_source,
@@ -76,7 +77,8 @@ class DEPOTrainerMixin:
 
     def on_init_end(self):
         if self.intake is not None:
-            self.start_estimator()
+            if self.depo.uses_estimator:  # greso and posterior read no estimator: no worker
+                self.start_estimator()
             if self.depo_resume_dir:
                 checkpoint.restore(self.depo_resume_dir, self.intake)
                 self.in_flight.load_state_dict(checkpoint.load_in_flight(self.depo_resume_dir))
@@ -84,6 +86,11 @@ class DEPOTrainerMixin:
 
     def start_estimator(self) -> None:
         resume = checkpoint.estimator_dir(self.depo_resume_dir) if self.depo_resume_dir else None
+        if resume and not os.path.isdir(resume):
+            logger.warning(
+                f"{self.depo_resume_dir} holds no estimator (a selector without one saved it): it starts fresh"
+            )
+            resume = None
         actor_pool = None
         if self.depo.estimator.placement == "colocated":
             roles = (Role.Actor, Role.ActorRolloutRef, Role.ActorRollout)
@@ -96,8 +103,15 @@ class DEPOTrainerMixin:
     def _next_train_batch(self, num_prompts: int | None = None):
         if self.intake is None:
             return super()._next_train_batch(num_prompts)
+        score = self.estimator.predict if self.estimator is not None else None
+        if self.intake.shadow_mode:
+            # verl's own batch, untouched (the run trains as GRPO would); the selector only shadows it
+            batch = super()._next_train_batch(num_prompts)
+            self.intake.shadow(batch, self.global_steps, score)
+            self.in_flight.add({u: self.intake.submitted[u] for u in map(str, tu.get(batch, "uid"))}, self.global_steps)
+            return batch
         needed = self.config.data.train_batch_size if num_prompts is None else int(num_prompts)
-        batch = self.intake.next_batch(needed, self.global_steps, self._fetch_one_gen_batch, self.estimator.predict)
+        batch = self.intake.next_batch(needed, self.global_steps, self._fetch_one_gen_batch, score)
         self.in_flight.add({u: self.intake.submitted[u] for u in map(str, tu.get(batch, "uid"))}, self.global_steps)
         tu.assign_non_tensor_data(batch, "global_steps", self.global_steps)
         return batch
@@ -116,9 +130,12 @@ class DEPOTrainerMixin:
         if self.intake is not None:
             labels = read_labels(batch, self.depo.labels)
             versions = generation_versions(batch.tags, batch.keys)
+            # the records of the prompts trained now, whichever step submitted them (async modes)
             trained = self.in_flight.take(labels.uids)
-            with marked_timer("depo_estimator_update", timing_raw, color="purple"):
-                metrics.update(self.estimator.learn(labels, trained))
+            if self.estimator is not None:
+                with marked_timer("depo_estimator_update", timing_raw, color="purple"):
+                    metrics.update(self.estimator.learn(labels, trained))
+            metrics.update(self.intake.learn(labels.uids, labels.mean_k, trained))
             self.in_flight.learned([v[1] for v in versions.values()])
             if len(versions) == len(trained):
                 lags = self.in_flight.lags(trained, versions, self.global_steps)

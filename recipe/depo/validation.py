@@ -127,7 +127,7 @@ def _batch_problems(config: DictConfig, depo: DEPOConfig) -> tuple[Problems, int
             )
         )
     chunk = gen_batch or batch
-    if depo.uses_estimator and chunk > max_scan:
+    if depo.uses_filter and chunk > max_scan:
         problems.append(
             (
                 "data.gen_batch_size",
@@ -156,6 +156,11 @@ def _mode_problems(config: DictConfig) -> Problems:
         # replayed rollouts never pass the intake: their prompts have no prediction to learn against
         problems.append(
             ("skip.rollout_tq.enable", "replays dumped rollouts that DEPO's filter never scored; set it false")
+        )
+    if mode != "sync" and _get(config, "depo.filter.mode", "filter") == "shadow":
+        # shadow mode compares each step's would-be rejections with that same step's outcomes
+        problems.append(
+            ("depo.filter.mode", f"shadow runs in trainer.v1.trainer_mode=sync only, not {mode!r}; use filter")
         )
     if mode == "separate_async":
         # verl asserts these inside the task runner, after Ray and the workers started; say so at start
@@ -200,9 +205,10 @@ def _run_problems(config: DictConfig, depo: DEPOConfig) -> Problems:
                 f"mask_zero_adv_groups has no zero-advantage groups to mask; use one of {sorted(GROUP_ESTIMATORS)}",
             )
         )
-    if not depo.uses_estimator:
+    if not depo.uses_filter:
         return problems
-    backbone_problem = check_backbone(depo.estimator.backbone)
+    # A history-only selector (greso, posterior) starts no estimator, but learns from the same labels.
+    backbone_problem = check_backbone(depo.estimator.backbone) if depo.uses_estimator else None
     if backbone_problem:
         problems.append(("depo.estimator.backbone", backbone_problem))
     if depo.labels.logprob_source == "rollout_log_probs" and not _get(

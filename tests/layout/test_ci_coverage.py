@@ -9,6 +9,15 @@ REPO = Path(__file__).resolve().parents[2]
 
 # slow test -> the default-suite tests that fail on what would break it, and why that is enough.
 FAST_COUNTERPARTS = {
+    # The posterior and the hybrid through the real trainer for two steps: the GRESO run (default
+    # suite) goes through the same trainer path for a selector without an estimator, test_depo_e2e
+    # for one with; each selector's intake decisions, learning and exact checkpoint state are tested
+    # through the real intake. Not covered: a breakage only the two together would show in a launch.
+    "tests/e2e/test_selectors_e2e.py::test_each_other_selector_trains_through_the_real_trainer": [
+        "tests/e2e/test_selectors_e2e.py::test_greso_trains_without_an_estimator_and_resumes_its_state",
+        "tests/e2e/test_depo_e2e.py::test_depo_across_warmup_then_resume",
+        "tests/trainer/test_depo_selector_intake.py::test_checkpoint_state_gives_the_next_steps_selection_exactly",
+    ],
     # The 11 Table 1 launchers .ci/run does not train: each is the 7B DEPO launcher (trained for two
     # steps in the default suite) or one of the two .ci/run trains, with other knobs (model size,
     # data file, estimator loss weights, DEPO off without dynamic sampling); the compose test builds

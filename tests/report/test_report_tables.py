@@ -196,3 +196,58 @@ def test_bad_input_is_one_clear_error(case, message, tmp_path, capsys):
     assert cli.main(["--runs", *runs, "--output", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err and "\n" not in err, err
+
+
+def test_selection_table_reads_the_last_totals_and_counts_guard_steps(tmp_path):
+    def step(i, **more):
+        return _step(i, 10.0, 5.0, depo__prompts_kept=BATCH, depo__prompts_scanned=BATCH, depo__rollouts_saved=0,
+                     depo__zero_adv_group_frac=0.5, **more)  # fmt: skip
+
+    shadow = _write_run(
+        tmp_path / "shadow",
+        [
+            step(
+                1,
+                depo__calib_error=0.2,
+                depo__shadow__would_reject_total=0.5,
+                depo__shadow__precision_total=1.0,
+                depo__shadow__recall_total=float("nan"),
+            ),
+            step(
+                2,
+                depo__calib_error=0.1,
+                depo__shadow__would_reject_total=0.25,
+                depo__shadow__precision_total=0.5,
+                depo__shadow__recall_total=0.75,
+            ),
+        ],  # fmt: skip
+        extra_config="depo:\n  filter:\n    mode: shadow\n",
+    )
+    guarded = _write_run(
+        tmp_path / "guarded",
+        [
+            step(
+                1,
+                depo__guard_active=0.0,
+                depo__audit__false_rejection_rate_total=0.25,
+                depo__audit__kept_useful_rate_total=0.5,
+            ),
+            step(2, depo__guard_active=1.0),
+            step(3, depo__guard_active=1.0),
+        ],  # fmt: skip
+        extra_config="depo:\n  filter:\n    selector:\n      name: greso\n",
+    )
+    grpo = _write_run(tmp_path / "grpo", [_step(1, 10.0, 5.0)])
+    out = tmp_path / "out"
+    assert cli.main(["--runs", f"S={shadow}", f"G={guarded}", f"P={grpo}", "--output", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())["runs"]
+    assert report["P"]["selection"] is None
+    s = report["S"]["selection"]
+    assert (s["selector"], s["mode"], s["shadow_precision"], s["shadow_recall"]) == ("depo", "shadow", 0.5, 0.75)
+    assert s["calib_error_mean"] == pytest.approx(0.15) and s["guard_steps"] is None
+    g = report["G"]["selection"]
+    assert (g["selector"], g["mode"], g["guard_steps"], g["audit_false_rejection_rate"]) == ("greso", "filter", 2, 0.25)
+    md = (out / "report.md").read_text()
+    assert "| S | depo | shadow | 0.150 | 25% / 50% / 75% | – / – | – |" in md
+    assert "| G | greso | filter | – | – / – / – | 25% / 50% | 2 |" in md
+    assert "| P |" not in md.split("## Selection")[1]

@@ -144,6 +144,7 @@ def test_bare_enable_gets_past_config_checks_and_names_the_missing_data_in_one_l
         ({"trainer.use_v1": False}, "trainer.use_v1"),
         ({"trainer.v1.trainer_mode": "fully_async"}, "trainer.v1.trainer_mode"),
         ({"trainer.v1.trainer_mode": "colocate_async", "skip.rollout_tq.enable": True}, "skip.rollout_tq.enable"),
+        ({"trainer.v1.trainer_mode": "colocate_async", "depo.filter.mode": "shadow"}, "depo.filter.mode"),
         (
             {
                 "trainer.v1.trainer_mode": "separate_async",
@@ -192,6 +193,13 @@ def test_bare_enable_gets_past_config_checks_and_names_the_missing_data_in_one_l
             "algorithm.adv_estimator",
         ),
         ({"depo.enable": "yes"}, "depo.enable"),
+        ({"depo.filter.selector.name": "mopps"}, "depo.filter.selector.name"),
+        ({"depo.filter.selector.hybrid.prior_weight": -1}, "depo.filter.selector.hybrid.prior_weight"),
+        ({"depo.filter.selector.posterior.decay": 0.0}, "depo.filter.selector.posterior.decay"),
+        ({"depo.filter.selector.greso.p_step": 0}, "depo.filter.selector.greso.p_step"),
+        ({"depo.filter.mode": "dry_run"}, "depo.filter.mode"),
+        ({"depo.filter.guard_threshold": 1.5}, "depo.filter.guard_threshold"),
+        ({"depo.filter.guard_steps": -1}, "depo.filter.guard_steps"),
     ],
 )
 def test_invalid_settings_fail_naming_the_key(values, key):
@@ -258,6 +266,12 @@ def test_valid_variants_pass():
         )
     )
     assert settings.enable and not settings.uses_estimator and settings.advantage_filter.mask_zero_adv_groups
+    # a history-only selector: the filter runs (labels checked) but no estimator, so no backbone check
+    settings = validate(with_values(depo__filter__selector__name="greso", depo__estimator__backbone="/nope"))
+    assert settings.uses_filter and not settings.uses_estimator and settings.filter.selector.name == "greso"
+    for name in ("depo", "hybrid"):
+        with pytest.raises(DEPOConfigError, match="^depo.estimator.backbone:"):
+            validate(with_values(depo__filter__selector__name=name, depo__estimator__backbone="/nope"))
 
 
 def test_entry_point_refuses_a_bad_config_before_ray_naming_the_keys(tmp_path):
@@ -272,3 +286,22 @@ def test_entry_point_refuses_a_bad_config_before_ray_naming_the_keys(tmp_path):
     assert "depo: invalid config: depo.filter.window:" in out.stderr, out.stderr[-2000:]
     assert "depo: invalid config: depo.enable:" in out.stderr, out.stderr[-2000:]
     assert "Traceback" not in out.stderr and "ray init" not in out.stdout.lower()
+
+
+def test_bad_selector_and_guard_settings_are_refused_at_start_all_at_once():
+    cfg = with_values(
+        depo__filter__selector__name="mopps",
+        depo__filter__selector__hybrid__prior_weight=-1,
+        depo__filter__selector__posterior__decay=1.5,
+        depo__filter__guard_threshold=-0.1,
+        depo__filter__mode="dry_run",
+    )
+    with pytest.raises(DEPOConfigError) as err:
+        validate(cfg)
+    assert sorted(key for key, _ in err.value.problems) == [
+        "depo.filter.guard_threshold",
+        "depo.filter.mode",
+        "depo.filter.selector.hybrid.prior_weight",
+        "depo.filter.selector.name",
+        "depo.filter.selector.posterior.decay",
+    ]

@@ -117,6 +117,7 @@ def test_scan_cap_fills_the_batch_and_any_refill_size_is_honoured(fetch):
     m = intake.step_metrics(7)
     assert m["depo/scan_cap_hit"] == 1.0 and m["depo/kept_fill"] == BATCH
     assert intake.next_batch(1, 7, fetch, Scorer()).batch_size[0] == 1  # the replay buffer's refill_fn
+    assert intake.step_metrics(7)["depo/generation_rounds"] == 2  # verl's dynamic-sampling refill counts
 
 
 def test_state_and_carried_rows_round_trip_through_torch_save(fetch, tmp_path):

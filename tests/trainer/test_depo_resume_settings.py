@@ -65,8 +65,9 @@ def test_weight_shaping_change_is_refused_naming_the_yaml_key(state_dir, key, va
 def test_every_filter_field_is_compared_and_older_checkpoints_still_read(state_dir, tmp_path):
     folder, estimator = state_dir
     # compared from the config's fields: a field added to FilterConfig is covered without a list to keep
-    others = {"enable": False, "warmup_steps": 6, "explore_rate": 0.1, "max_scan": 65}
-    assert set(others) | {"window", "seed"} == set(FilterConfig().to_dict())
+    others = {"enable": False, "warmup_steps": 6, "explore_rate": 0.1, "max_scan": 65, "mode": "shadow"}
+    others.update(guard_threshold=0.2, guard_steps=3)
+    assert set(others) | {"window", "seed", "selector"} == set(FilterConfig().to_dict())
     for key, value in others.items():
         assert check_settings(folder, estimator, same_filter(**{key: value})) == [
             f"depo.filter.{key}: {getattr(same_filter(), key)!r} in the checkpoint, {value!r} now (applied)"
@@ -81,4 +82,15 @@ def test_every_filter_field_is_compared_and_older_checkpoints_still_read(state_d
     assert check_settings(str(legacy), estimator, same_filter()) == []
     assert check_settings(str(legacy), estimator, same_filter(window=(0.1, 0.85))) == [
         "depo.filter.window: [0.15, 0.85] in the checkpoint, [0.1, 0.85] now (applied)"
+    ]
+
+
+def test_selector_changes_are_listed_by_their_full_key(state_dir):
+    folder, estimator = state_dir
+    tuned = same_filter(selector={"name": "depo", "greso": {"p_step": 0.02}})
+    assert check_settings(folder, estimator, tuned) == []  # another selector's block: not in use
+    # another selector: its state cannot carry over, so it starts fresh (and the estimator is not compared)
+    assert check_settings(folder, changed(estimator, pooling="mean"), same_filter(selector={"name": "greso"})) == [
+        "depo.filter.selector.name: 'depo' in the checkpoint, 'greso' now (its state is not restored: "
+        "the new selector starts fresh)"
     ]

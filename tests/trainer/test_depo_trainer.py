@@ -381,3 +381,30 @@ def test_depo_off_is_plain_verl_intake(env):
         with pytest.raises(ValueError, match="multiple of gen_batch_size"):
             t._next_train_batch(4)
         assert t._next_train_batch(3).batch_size[0] == 3 and t.estimator is None
+
+
+def test_shadow_mode_trains_on_verls_own_batches_and_history_selectors_start_no_estimator(env, trainer, monkeypatch):
+    from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
+
+    # shadow: the batch is exactly plain verl's (same seed, same prompts in the same order), scored on the side
+    shadow, plain = _build(env, depo__filter__mode="shadow"), _build(env, depo__enable=False)
+    shadow.estimator = trainer.estimator  # the running worker (shadow scores with it)
+    for step in (1, 2, 3):
+        _new_step(shadow, step)
+        a, b = shadow._next_train_batch(3), plain._next_train_batch(3)
+        assert _texts(a) == _texts(b) and tu.get(a, "uid") != tu.get(b, "uid")  # uids are per draw
+        assert [s.reason for s in shadow.intake.submitted.values()] == ["shadow"] * 3
+        assert set(shadow.intake.would_reject) == set(tu.get(a, "uid"))
+    # greso and posterior read no estimator: on_init_end starts none (depo does), the intake draws without one
+    monkeypatch.setattr(PPOTrainerSync, "on_init_end", lambda self: None)  # verl's weight sync needs workers
+    started = []
+    monkeypatch.setattr(DEPOTrainer, "start_estimator", lambda self: started.append(self.depo.filter.selector.name))
+    for name in ("greso", "posterior", "depo"):
+        t = _build(env, depo__filter__selector__name=name)
+        t.on_init_end()
+        assert t.intake is not None and t.depo.uses_estimator == (name == "depo")
+        if name != "depo":
+            _new_step(t, 2)
+            assert t._next_train_batch().batch_size[0] == BATCH and t.estimator is None
+            assert t.intake.filter.selector.name == name and t.intake.filter.selector.counters["decided"] >= BATCH
+    assert started == ["depo"]

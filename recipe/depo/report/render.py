@@ -135,6 +135,29 @@ def accounting(runs: dict[str, dict]) -> list[str]:
     return lines
 
 
+def selection(runs: dict[str, dict]) -> list[str]:
+    """One row per run whose DEPO filter ran: which selector, in which mode, and how its decisions
+    matched the outcomes. Empty when no run filtered."""
+    rows = {name: r["selection"] for name, r in runs.items() if isinstance(r.get("selection"), dict)}
+    if not rows:
+        return []
+    head = ["run", "selector", "mode", "calibration error", "shadow: would reject / precision / recall",
+            "audit: false rejections / useful among kept", "guard steps"]  # fmt: skip
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---|" * (len(head) - 1)]
+    for name, s in rows.items():
+        r = runs[name]
+        shadow = " / ".join(_pm(r, "selection", k, pct=True) for k in ("shadow_would_reject", "shadow_precision",
+                                                                         "shadow_recall"))  # fmt: skip
+        audit = " / ".join(_pm(r, "selection", k, pct=True) for k in ("audit_false_rejection_rate",
+                                                                        "audit_kept_useful_rate"))  # fmt: skip
+        guard = s.get("guard_steps")
+        cells = [name, str(s.get("selector") or EMPTY), str(s.get("mode") or EMPTY),
+                 _pm(r, "selection", "calib_error_mean", spec=".3f"), shadow, audit,
+                 EMPTY if guard is None else _fmt(guard, ".0f")]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def markdown(report: dict, plots: dict[str, str], skipped_plots: dict[str, str]) -> str:
     runs = report["runs"]
     lines = ["# Run report", ""]
@@ -180,9 +203,21 @@ def markdown(report: dict, plots: dict[str, str], skipped_plots: dict[str, str])
         "one gradient-carrying group cost. Zero-adv. share: zero-advantage groups (incl. DAPO's discarded "
         "zero-signal groups) over all groups rolled out.",
         "",
-        "## Plots",
-        "",
     ]
+    chosen = selection(runs)
+    if chosen:
+        lines += ["## Selection: how the filter's decisions matched the outcomes", ""] + chosen
+        lines += [
+            "",
+            "Calibration error: the mean over steps of the binned gap between predicted and observed mean@k "
+            "(docs/selectors.md). Shadow (depo.filter.mode=shadow, nothing filtered): the share of groups the "
+            "filter would have rejected, the share of those that had zero advantage (precision) and the share of "
+            "zero-advantage groups it would have rejected (recall). Audit (filtering, explore_rate > 0): the share "
+            "of groups rolled out despite a rejection that had non-zero advantage, beside the same share among "
+            "kept groups. Guard steps: steps the drift guard rolled out everything.",
+            "",
+        ]
+    lines += ["## Plots", ""]
     for title, path in plots.items():
         lines.append(f"- {title}: `{path}`")
     for title, why in skipped_plots.items():

@@ -135,6 +135,8 @@ CONFIG_KEYS = {
     "depo_filter": "depo.filter.enable",
     "estimator_placement": "depo.estimator.placement",
     "warmup_steps": "depo.filter.warmup_steps",
+    "selector": "depo.filter.selector.name",
+    "filter_mode": "depo.filter.mode",
     "dynamic_sampling": "algorithm.filter_groups.enable",
     "adv_estimator": "algorithm.adv_estimator",
     "device": "trainer.device",

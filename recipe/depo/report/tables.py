@@ -169,6 +169,39 @@ def rollout_accounting(run: RunData) -> dict[str, Any]:
     return out
 
 
+def _last(run: RunData, key: str) -> float | None:
+    """The latest finite value of a metric (the cumulative ones end the run with their total)."""
+    for step in sorted(run.steps, reverse=True):
+        value = _num(run.steps[step], key)
+        if value is not None and math.isfinite(value):
+            return value
+    return None
+
+
+def _mean(run: RunData, key: str) -> float | None:
+    values = [v for v in (_num(d, key) for d in run.steps.values()) if v is not None and math.isfinite(v)]
+    return sum(values) / len(values) if values else None
+
+
+def selection_summary(run: RunData) -> dict[str, Any] | None:
+    """How the filter's decisions matched the outcomes (recipe/depo/audit.py), for a run whose
+    filter ran; None otherwise. Shares over the whole run are the cumulative metrics' last values."""
+    if not any("depo/prompts_scanned" in d for d in run.steps.values()):
+        return None
+    guard = [d for d in run.steps.values() if "depo/guard_active" in d]
+    return {
+        "selector": run.config.get("selector") or "depo",
+        "mode": run.config.get("filter_mode") or "filter",
+        "calib_error_mean": _mean(run, "depo/calib_error"),
+        "shadow_would_reject": _last(run, "depo/shadow/would_reject_total"),
+        "shadow_precision": _last(run, "depo/shadow/precision_total"),
+        "shadow_recall": _last(run, "depo/shadow/recall_total"),
+        "audit_false_rejection_rate": _last(run, "depo/audit/false_rejection_rate_total"),
+        "audit_kept_useful_rate": _last(run, "depo/audit/kept_useful_rate_total"),
+        "guard_steps": sum(1 for d in guard if _num(d, "depo/guard_active")) if guard else None,
+    }
+
+
 def rejected_prompts(run: RunData) -> int | None:
     """From ``depo/rollouts_saved`` (cumulative n x rejected prompts): the sum of its increments
     over the logged steps (plus its first value when the log starts at step 1)."""
@@ -297,6 +330,7 @@ def run_report(run: RunData, gpus_override: int | None = None, skip_steps: int =
             "n": run.config["n"],
             "train_batch_size": run.config["train_batch_size"],
             **accounting,
+            "selection": selection_summary(run),
             "run_dir": str(run.path),
         }
     )
