@@ -117,7 +117,7 @@ def test_validation_se_is_over_prompts_not_answers(tmp_path):
     assert validation_se(path) is None
 
 
-def _cli(args, cwd):
+def _cli(args, cwd, timeout=120):
     env = {**os.environ, "PYTHONPATH": str(Path(BENCHMARKS).parent)}
     return subprocess.run(
         [sys.executable, os.path.join(BENCHMARKS, "learning_cpu.py"), *args],
@@ -125,7 +125,7 @@ def _cli(args, cwd):
         cwd=cwd,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
     )
 
 
@@ -180,7 +180,8 @@ def test_quick_comparison_end_to_end(tmp_path):
     from recipe.depo.report.tables import run_report
 
     out = tmp_path / "learning"
-    proc = _cli(["--quick", "--output", str(out)], tmp_path)
+    # two real runs (~5 min each here): the bad-input checks' 120 s would kill it mid-run
+    proc = _cli(["--quick", "--output", str(out)], tmp_path, timeout=1800)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads((out / "learning.json").read_text())
     assert {(r["method"], r["seed"]) for r in result["runs"]} == {("grpo", 0), ("depo", 0)}
