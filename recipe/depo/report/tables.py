@@ -26,6 +26,7 @@ from typing import Any
 
 from recipe.depo.evaluate.results import ordered_sets
 from recipe.depo.report.runs import RunData, zero_adv_from_dump
+from recipe.depo.report.seeds import mean_se
 
 # (id in report.json, label, metric key)
 PHASES = [
@@ -263,8 +264,7 @@ def validation_se(path: Path) -> float | None:
     means = [mean(v) for v in per_prompt.values()]
     if len(means) < 2:
         return None
-    m = mean(means)
-    return 100.0 * math.sqrt(sum((x - m) ** 2 for x in means) / (len(means) - 1) / len(means))
+    return 100.0 * mean_se(means)[1]
 
 
 def validation_ends(run: RunData) -> dict[str, dict] | None:
