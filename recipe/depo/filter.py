@@ -180,6 +180,10 @@ class Selection:
     scanned: list[Candidate] = field(default_factory=list)
     scan_cap_hit: bool = False
     carried_in: int = 0
+    # Scanned candidates the selector itself accepted (before exploration, fill and warm-up): for
+    # the history selectors their recorded "prediction" is a score, not a mean@k to test against
+    # the window, so survival is counted from the decisions.
+    accepted: int = 0
 
     def count(self, reason: str) -> int:
         return sum(1 for a in self.kept if a.reason == reason)
@@ -283,6 +287,7 @@ class DifficultyFilter:
         # The selector's score of each out-of-window candidate: the fill ranks by it.
         out_scores: list[float] = []
         cap_hit = False
+        accepted = 0
         while len(kept) < needed:
             if len(scanned) >= self.config.max_scan and len(kept) + len(out_of_window) >= needed:
                 cap_hit = True
@@ -298,6 +303,7 @@ class DifficultyFilter:
                     # No estimator: what is recorded as the prompt's prediction is the selector's score.
                     cand = dataclasses.replace(cand, prediction=float(score))
                 scanned.append(cand)
+                accepted += int(bool(keep))
                 reason = self._decide(bool(keep), free)
                 if reason is None:
                     out_of_window.append(cand)
@@ -322,7 +328,12 @@ class DifficultyFilter:
 
         self.carry = new_carry
         selection = Selection(
-            kept=kept, rejected=rejected, scanned=scanned, scan_cap_hit=cap_hit, carried_in=carried_in
+            kept=kept,
+            rejected=rejected,
+            scanned=scanned,
+            scan_cap_hit=cap_hit,
+            carried_in=carried_in,
+            accepted=accepted,
         )
         c = self.counters
         c["calls"] += 1

@@ -190,7 +190,7 @@ class PromptIntake:
         record = self._step
         record.calls += 1
         record.scanned += len(selection.scanned)
-        record.scanned_in_window += sum(self.filter.in_window(c.prediction) for c in selection.scanned)
+        record.scanned_in_window += selection.accepted
         record.scanned_predictions.extend(c.prediction for c in selection.scanned)
         record.kept.extend(selection.kept)
         record.carried_in += selection.carried_in

@@ -67,13 +67,32 @@ def test_greso_skips_a_prompt_by_its_own_history_without_an_estimator(fetch):
         assert all(seen.get(prompt_id(t), 0.5) == 0.5 for t in texts), step
         metrics = intake.learn([str(u) for u in tu.get(batch, "uid")], [outcome(t) for t in texts])
         seen.update({prompt_id(t): outcome(t) for t in texts})
+        skipped_now = intake.filter.selector.counters["skipped"] - skipped
         skipped = intake.filter.selector.counters["skipped"]
         assert metrics["depo/selector/tracked_prompts"] == len(seen)
         m = intake.step_metrics(step, dataset_size=96)
         assert m["depo/prompts_kept"] == BATCH and m["depo/estimator/predict_time_s"] == 0.0
+        # survival counts GRESO's decisions, not its score (a prompt's last mean@k) against the window
+        assert m["depo/survival_rate"] == (m["depo/prompts_scanned"] - skipped_now) / m["depo/prompts_scanned"]
     # the pool came round again (96 rows): zero-variance prompts were met and skipped, by prompt text
     assert intake.filter.counters["scanned"] > 96 and skipped > 0
     assert skipped == intake.filter.counters["rejected"]
+
+
+def test_survival_counts_the_selectors_decisions_not_its_score_against_the_window(fetch):
+    # p = 0.5: a prompt with a zero-variance history is rolled out half the time, though its score
+    # (its last mean@k, 0 or 1) lies outside the window
+    greso = {"p_easy": 0.5, "p_hard": 0.5, "p_min": 0.5, "p_max": 0.5}
+    intake = make({"name": "greso", "greso": greso}, explore_rate=0.0, max_scan=10_000)
+    kept_out_of_window = 0
+    for step in range(1, 60):
+        skipped = intake.filter.selector.counters["skipped"]
+        _, texts, _ = one_step(intake, step, fetch, None)
+        m = intake.step_metrics(step)
+        skipped_now = intake.filter.selector.counters["skipped"] - skipped
+        assert m["depo/survival_rate"] == (m["depo/prompts_scanned"] - skipped_now) / m["depo/prompts_scanned"]
+        kept_out_of_window += sum(not 0.15 <= p <= 0.85 for p in intake._step.scanned_predictions)
+    assert kept_out_of_window > 0 and intake.filter.selector.counters["skipped"] > 0
 
 
 @pytest.mark.parametrize("name", ["depo", "greso", "posterior", "hybrid"])
