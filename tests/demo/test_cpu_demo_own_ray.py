@@ -2,11 +2,11 @@
 ``ray start`` (or a test's Ray cluster) left running on the machine and then refuses the run's
 num_cpus: the run died at start whenever such a cluster was up.
 
-The other instance here is a head node from Ray's ``cluster_utils.Cluster`` (what ``ray start`` leaves,
-and what tests/cluster starts), whose address a plain ``ray.init()`` on this machine finds and joins; the launcher's training entry is
-replaced (its ``ENTRY`` knob) by a probe that does what verl's entry does first, ``ray.init`` with
-``num_cpus``, and prints the address it got. Everything before it (knob checks, data, the cached
-warm start) is the launcher's real path."""
+The other instance here is a head node from Ray's ``cluster_utils.Cluster`` (what ``ray start``
+leaves, and what tests/cluster starts), whose address a plain ``ray.init()`` on this machine finds
+and joins; the launcher's training entry is replaced (its ``ENTRY`` knob) by a probe that does
+what verl's entry does first, ``ray.init`` with ``num_cpus``, and prints the address it got.
+Everything before it (knob checks, data, the cached warm start) is the launcher's real path."""
 
 import os
 import subprocess
