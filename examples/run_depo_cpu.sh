@@ -134,6 +134,10 @@ else
 fi
 export VERL_PLATFORM=cpu                   # activates the plugin in every process verl starts
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+# Each run starts its own Ray instance: without an address ray.init() joins the instance another run
+# on this machine started, then refuses this run's num_cpus and the run dies at start. RAY_ADDRESS=auto
+# (or host:port) joins a running cluster on purpose.
+export RAY_ADDRESS=${RAY_ADDRESS:-local}
 # A fresh run (RESUME_MODE=disable) deletes OUT_DIR's metrics, rollouts and report, a resumed one
 # continues from its checkpoints, and both rewrite train.log: refuse a directory that holds such
 # things but was not made by this demo (a real run's directory given as OUT_DIR by mistake).
