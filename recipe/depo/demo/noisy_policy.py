@@ -35,16 +35,21 @@ import hashlib
 import json
 import os
 import random
-import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from recipe.depo.demo.tiny_policy import TinyPolicySpec, answer_sft, chat_prompt_ids, ensure_tiny_policy
+from recipe.depo.demo.tiny_policy import (
+    TinyPolicySpec,
+    answer_sft,
+    chat_prompt_ids,
+    default_cache_root,
+    ensure_tiny_policy,
+    publish,
+)
 
 FORMAT_VERSION = 2
 
@@ -79,10 +84,6 @@ class NoisyPolicySpec:
     def digest(self) -> str:
         payload = json.dumps(dataclasses.asdict(self), sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
-
-
-def default_cache_root() -> Path:
-    return Path(os.environ.get("DEPO_CPU_CACHE", Path.home() / ".cache" / "depo-verl"))
 
 
 def noisy_target(rng: random.Random, tier: int, value: int, noise: tuple[float, ...]) -> int:
@@ -213,21 +214,7 @@ def ensure_noisy_policy(
     }
     if evaluate:
         info["tier_accuracy"] = sampled_tier_accuracy(model, tokenizer, per_tier=40)
-    # Build beside the target and rename: an interrupted build never looks finished.
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        model.generation_config.save_pretrained(staging)
-        (staging / "depo_noisy_policy.json").write_text(json.dumps(info, indent=2))
-        try:
-            os.replace(staging, target)
-        except OSError:
-            if not (target / "depo_noisy_policy.json").exists():
-                raise
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+    publish(target, model, tokenizer, "depo_noisy_policy.json", info)
     return target
 
 

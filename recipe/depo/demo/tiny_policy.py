@@ -271,6 +271,29 @@ def policy_dir(spec: TinyPolicySpec, cache_root: str | os.PathLike | None = None
     return root / f"tiny-policy-{spec.digest()}"
 
 
+def publish(target: Path, model, tokenizer, info_name: str, info: dict) -> None:
+    """Save a built policy as ``target``, ``info_name`` (its build record) last.
+
+    Built beside the target and renamed: a concurrent or interrupted build never leaves a
+    half-written directory that a later run would take for a finished one (callers look for
+    ``info_name``). A concurrent build that finished first wins; this one is discarded.
+    """
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        model.generation_config.save_pretrained(staging)
+        (staging / info_name).write_text(json.dumps(info, indent=2))
+        try:
+            os.replace(staging, target)
+        except OSError:
+            if not (target / info_name).exists():
+                raise
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
 def ensure_tiny_policy(
     spec: TinyPolicySpec | None = None, cache_root: str | os.PathLike | None = None, evaluate: bool = True
 ) -> Path:
@@ -295,22 +318,7 @@ def ensure_tiny_policy(
     }
     if evaluate:
         info["greedy_tier_accuracy"] = tier_accuracy(model, tokenizer)
-    # Build beside the target and rename: a concurrent or interrupted build never leaves a
-    # half-written directory that a later run would take for a finished one.
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        model.generation_config.save_pretrained(staging)
-        (staging / "depo_tiny_policy.json").write_text(json.dumps(info, indent=2))
-        try:
-            os.replace(staging, target)
-        except OSError:
-            if not (target / "depo_tiny_policy.json").exists():
-                raise
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+    publish(target, model, tokenizer, "depo_tiny_policy.json", info)
     return target
 
 
