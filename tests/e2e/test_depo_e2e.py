@@ -11,7 +11,7 @@ rollout server's log-probs agree with the actor's recomputation (so the per-step
 it); the last checkpoint is evaluated and the run reported. This is the default suite's end-to-end
 test (CI), run twice: with the plugin's transformers rollout (`hf`, about 4 minutes on a 2-core
 machine) and with verl's own vLLM rollout (`vllm`, the GPU launchers' code path, in the vLLM venv
-from `bash examples/install_cpu.sh --vllm`; about 4 minutes).
+from `bash examples/install_cpu.sh --vllm`; about 5 minutes).
 
 The `hf` run also masks zero-advantage groups out of the actor's loss
 (`depo.advantage_filter.mask_zero_adv_groups`) over two PPO mini-batches a step, so the masking hook
