@@ -63,3 +63,32 @@ def test_built_policy_computes_the_easy_answers_but_rarely_boxes_them():
     assert tiers[1]["sampled"] <= 0.15 and tiers[1]["sampled_value"] >= tiers[1]["sampled"] + 0.08, tiers
     # the top tier stays beyond it: the prompts an estimator should learn to skip
     assert tiers[5]["greedy"] <= 0.05 and tiers[5]["sampled"] <= 0.05, tiers
+
+
+def test_a_small_build_publishes_both_policies_complete(tmp_path, monkeypatch):
+    """ensure_noisy_policy builds its base first, then itself, each published whole under its
+    spec's name (what a later run's cache lookup and verl's model loading read)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    monkeypatch.setenv("DEPO_CPU_THREADS", "1")
+    base = noisy_policy.TinyPolicySpec(
+        hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64, steps=2, batch_size=4
+    )
+    spec = NoisyPolicySpec(base=base, steps=2, batch_size=4)
+    path = noisy_policy.ensure_noisy_policy(spec, tmp_path, evaluate=False)
+    assert path == noisy_policy.policy_dir(spec, tmp_path)
+    base_dir = tmp_path / f"tiny-policy-{base.digest()}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([path.name, base_dir.name])  # no staging left
+    for folder, info_name in ((base_dir, "depo_tiny_policy.json"), (path, "depo_noisy_policy.json")):
+        info = json.loads((folder / info_name).read_text())
+        assert info["parameters"] > 0 and info["final_loss"] > 0
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+        assert AutoTokenizer.from_pretrained(folder).eos_token == "<|im_end|>"
+        assert model.config.hidden_size == 32
+    assert json.loads((path / "depo_noisy_policy.json").read_text())["base"] == str(base_dir)
+    # fine-tuned away from its base
+    a = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32).state_dict()
+    b = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).state_dict()
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+    assert noisy_policy.ensure_noisy_policy(spec, tmp_path, evaluate=False) == path  # cached now

@@ -97,3 +97,32 @@ def test_a_bad_thread_count_variable_is_one_line(capsys, monkeypatch, tmp_path, 
     with pytest.raises(SystemExit):
         tiny_policy.main(["--cache-dir", str(tmp_path)])
     assert f"$DEPO_CPU_THREADS must be a positive integer, got {threads!r}" in capsys.readouterr().err
+
+
+def test_the_warm_start_loop_is_deterministic_and_teaches_each_problems_target():
+    """Both warm starts (tiny and noisy) run tiny_policy.answer_sft; the caches are keyed by spec,
+    not code, so the loop must give the same weights for the same settings, and the target it
+    teaches is asked for every generated problem in order."""
+    import torch
+
+    from recipe.depo.demo.arithmetic_task import answer_text, iter_problems
+
+    spec = TinyPolicySpec(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64)
+    tokenizer = tiny_policy.build_tokenizer()
+    runs = []
+    for _ in range(2):
+        asked = []
+
+        def target(tier, value, asked=asked):
+            asked.append((tier, value))
+            return answer_text(value)
+
+        model = tiny_policy.build_model(spec, tokenizer)
+        settings = dict(seed=3, steps=3, batch_size=4, lr=1e-3, tier_weights=spec.tier_weights)
+        losses = tiny_policy.answer_sft(model, tokenizer, **settings, target=target, tag="test", log_every=0)
+        runs.append((losses, model.state_dict(), asked))
+    (losses, weights, asked), (losses2, weights2, asked2) = runs
+    assert len(losses) == 3 and all(0 < x < 20 for x in losses) and losses == losses2
+    assert all(torch.equal(weights[k], weights2[k]) for k in weights)
+    problems = iter_problems(seed=3 + 17, count=12, tier_weights=spec.tier_weights)
+    assert asked == asked2 == [(tier, value) for tier, _, value in problems]

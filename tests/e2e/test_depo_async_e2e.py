@@ -14,59 +14,42 @@ minutes on a 2-core machine (two runs with start-up).
 """
 
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
+from demo_launch import DEPO_ENTRY, launch, metric_records, train_steps, warmup_then_filter_overrides
 
-REPO = Path(__file__).resolve().parents[2]
-LAUNCHER = REPO / "examples" / "run_depo_cpu.sh"
 BATCH, N = 8, 4
 LOW, HIGH = 0.3, 0.7
 
 
-def launch(out_dir: Path, encoder: str, log_name: str, steps: int, save_freq: int, resume: str, mode: str):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VERL_")}
-    env.update(
+def run(out_dir: Path, encoder: str, log_name: str, steps: int, save_freq: int, resume: str, mode: str):
+    overrides = [
+        "trainer.val_before_train=false",
+        *warmup_then_filter_overrides(encoder, out_dir / f"admissions_{log_name}.jsonl", (LOW, HIGH)),
+    ]
+    proc = launch(
+        out_dir,
+        log_name,
+        overrides,
+        timeout=600,
         TRAINER_MODE=mode,
         ROLLOUT="hf",
         POLICY="tiny",
-        OUT_DIR=str(out_dir),
-        TRAIN_SIZE="96",
-        VAL_SIZE="24",
-        BATCH=str(BATCH),
-        N=str(N),
-        STEPS=str(steps),
-        SAVE_FREQ=str(save_freq),
-        TEST_FREQ="-1",
+        TRAIN_SIZE=96,
+        VAL_SIZE=24,
+        BATCH=BATCH,
+        N=N,
+        STEPS=steps,
+        SAVE_FREQ=save_freq,
+        TEST_FREQ=-1,
         RESUME_MODE=resume,
-        TIMEOUT_S="420",
-        ENTRY="recipe.depo.main_depo",
-        CONFIG_NAME="depo_trainer",
-        ALGO="grpo_depo",
+        TIMEOUT_S=420,
+        **DEPO_ENTRY,
         EXPERIMENT=f"depo_{mode}",
-        REPORT="0",
+        REPORT=0,
     )
-    overrides = [
-        "trainer.val_before_train=false",
-        f"depo.estimator.backbone={encoder}",
-        "depo.estimator.max_length=32",
-        "depo.estimator.hidden_dims=[16]",
-        # heads only, fast: one warm-up step moves predictions off 0.5 so the filter has work
-        "depo.estimator.lr=0.1",
-        "depo.estimator.backbone_lr_scale=0.0",
-        "depo.filter.warmup_steps=1",
-        f"depo.filter.window=[{LOW},{HIGH}]",
-        "depo.filter.explore_rate=0.25",
-        f"depo.admissions_log={out_dir / f'admissions_{log_name}.jsonl'}",
-    ]
-    proc = subprocess.run(["bash", str(LAUNCHER), *overrides], env=env, capture_output=True, text=True, timeout=600)
-    (out_dir / f"{log_name}.log").write_text(proc.stdout + "\n---- stderr ----\n" + proc.stderr)
-    assert proc.returncode == 0, f"{log_name} failed; see {out_dir / log_name}.log\n{proc.stdout[-3000:]}"
-    records = [json.loads(x) for x in (out_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
-    steps_seen = {r["step"]: r["data"] for r in records if "training/global_step" in r["data"]}
-    return steps_seen, proc.stdout
+    return train_steps(metric_records(out_dir)), proc.stdout
 
 
 def admissions(out_dir: Path, log_name: str):
@@ -90,11 +73,9 @@ def check_lag_metrics(steps: dict) -> None:
 
 
 @pytest.mark.ray
-def test_depo_colocate_async_across_warmup_then_resume(tmp_path):
-    from recipe.depo.estimator import build_tiny_encoder
-
-    encoder = build_tiny_encoder(str(tmp_path / "encoder"), hidden_size=32, num_layers=1, num_heads=2)
-    steps, stdout = launch(tmp_path, encoder, "run1", steps=3, save_freq=2, resume="disable", mode="colocate_async")
+def test_depo_colocate_async_across_warmup_then_resume(tmp_path, e2e_encoder):
+    encoder = e2e_encoder
+    steps, stdout = run(tmp_path, encoder, "run1", steps=3, save_freq=2, resume="disable", mode="colocate_async")
     assert sorted(steps) == [1, 2, 3]
     # verl's asynchronous path ran: its warm-up batch, generated ahead of step 1
     assert f"Added {BATCH} warmup prompts" in stdout
@@ -134,7 +115,7 @@ def test_depo_colocate_async_across_warmup_then_resume(tmp_path):
     for uid, r in waiting.items():
         assert by_uid[uid]["prediction"] == pytest.approx(r["prediction"]) and by_uid[uid]["decision"] == r["reason"]
 
-    resumed, _ = launch(tmp_path, encoder, "run2", steps=4, save_freq=1, resume="auto", mode="colocate_async")
+    resumed, _ = run(tmp_path, encoder, "run2", steps=4, save_freq=1, resume="auto", mode="colocate_async")
     assert sorted(resumed) == [4]
     m = resumed[4]
     assert m["depo/estimator/num_updates"] == 4  # the estimator resumed from its checkpoint

@@ -11,58 +11,48 @@ selector learns every step (`depo/selector/*`), and its checkpointed state carri
 resume.
 
 Shadow mode (`depo.filter.mode=shadow`) against plain GRPO through verl's own entry point on the
-same data and seed: every step rolls out exactly the prompts GRPO rolls out, while the estimator
-scores and learns and the would-be rejections are scored against the outcomes (`depo/shadow/*`).
+same data and seed (the `grpo_run` fixture's two steps, which test_e2e_cpu_grpo.py checks and
+resumes): every step rolls out exactly the prompts GRPO rolls out, while the estimator scores and
+learns and the would-be rejections are scored against the outcomes (`depo/shadow/*`).
 
-The GRESO run is part of the default suite (about 3.5 minutes on a 2-core machine); the shadow run
-(two launches, about 5 minutes) is slow and runs in .ci/run's CI_SLOW list; its fast counterpart in
-the default suite is tests/trainer/test_depo_trainer.py's shadow test (the trainer's batches against
-plain verl's, without model workers).
+The GRESO run and the shadow run are part of the default suite (about 3.5 and 2.5 minutes on a
+2-core machine); the shadow run's fast counterpart is tests/trainer/test_depo_trainer.py's shadow
+test (the trainer's batches against plain verl's, without model workers).
 """
 
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
+from demo_launch import BATCH, TINY_RUN, N, launch, metric_records, rolled_out_prompts, train_steps
 
-REPO = Path(__file__).resolve().parents[2]
-LAUNCHER = REPO / "examples" / "run_depo_cpu.sh"
-BATCH, N, POOL = 8, 4, 16
+POOL = 16
 
 
 def _launch(
     out_dir: Path, log_name: str, steps: int, resume: str, mode: str = "depo", overrides=None, **knobs
 ) -> dict[int, dict]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VERL_")}
-    env.update(
-        POLICY="tiny",
-        OUT_DIR=str(out_dir),
-        TRAIN_SIZE=str(POOL),
-        VAL_SIZE="12",
-        BATCH=str(BATCH),
-        N=str(N),
-        STEPS=str(steps),
-        SAVE_FREQ="2" if resume == "disable" else "1",
-        TEST_FREQ="-1",
-        RESUME_MODE=resume,
-        REPORT="0",
-        TIMEOUT_S="420",
-        MODE=mode,
-        EXPERIMENT=f"{log_name}_e2e",
+    settings = {
+        **TINY_RUN,
+        "TRAIN_SIZE": POOL,
+        "VAL_SIZE": 12,
+        "STEPS": steps,
+        "SAVE_FREQ": 2 if resume == "disable" else 1,
+        "TEST_FREQ": -1,
+        "RESUME_MODE": resume,
+        "REPORT": 0,
+        "TIMEOUT_S": 420,
+        "MODE": mode,
+        "EXPERIMENT": f"{log_name}_e2e",
         **knobs,
-    )
+    }
     overrides = ["trainer.val_before_train=false", *(overrides or [])]
     if mode == "depo":
         overrides.append(f"depo.admissions_log={out_dir / f'admissions_{log_name}.jsonl'}")
-    proc = subprocess.run(["bash", str(LAUNCHER), *overrides], env=env, capture_output=True, text=True, timeout=600)
-    (out_dir / f"{log_name}.log").write_text(proc.stdout + "\n---- stderr ----\n" + proc.stderr)
-    assert proc.returncode == 0, f"{log_name} failed; see {out_dir / log_name}.log\n{proc.stderr[-3000:]}"
+    proc = launch(out_dir, log_name, overrides, timeout=600, **settings)
     started = "DEPO estimator worker ready" in proc.stdout + proc.stderr
-    assert started == (knobs.get("SELECTOR") in (None, "depo", "hybrid") and mode == "depo"), "estimator worker"
-    records = [json.loads(x) for x in (out_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
-    return {r["step"]: r["data"] for r in records if "training/global_step" in r["data"]}
+    assert started == (settings.get("SELECTOR") in (None, "depo", "hybrid") and mode == "depo"), "estimator worker"
+    return train_steps(metric_records(out_dir))
 
 
 GRESO_KNOBS = {"SELECTOR": "greso", "WARMUP": "0"}  # warm-up is for the estimator; GRESO has none
@@ -118,30 +108,21 @@ def test_greso_trains_without_an_estimator_and_resumes_its_state(tmp_path):
             assert after["history"][pid] == entry, pid
 
 
-def _prompts(run_dir: Path, step: int) -> list[str]:
-    """The prompts a step rolled out (verl's rollout dump: one line per response)."""
-    lines = [json.loads(x) for x in (run_dir / "rollouts" / f"{step}.jsonl").read_text().splitlines()]
-    return sorted(x["input"] for x in lines)
-
-
-@pytest.mark.slow
 @pytest.mark.ray
-def test_shadow_mode_rolls_out_what_grpo_rolls_out_and_scores_its_would_be_rejections(tmp_path):
-    from recipe.depo.estimator import build_tiny_encoder
-
-    encoder = build_tiny_encoder(str(tmp_path / "encoder"), hidden_size=32, num_layers=1, num_heads=2)
-    grpo = _launch(tmp_path / "grpo", "grpo", steps=2, resume="disable", mode="grpo")
+def test_shadow_mode_rolls_out_what_grpo_rolls_out_and_scores_its_would_be_rejections(tmp_path, e2e_encoder, grpo_run):
     shadow_overrides = [
         "depo.filter.mode=shadow",
-        f"depo.estimator.backbone={encoder}",
+        f"depo.estimator.backbone={e2e_encoder}",
         "depo.estimator.max_length=32",
         "depo.estimator.hidden_dims=[16]",
         "depo.filter.window=[0.45,0.55]",  # a narrow window: some would-be rejections to score
     ]
-    shadow = _launch(tmp_path / "shadow", "shadow", steps=2, resume="disable", overrides=shadow_overrides)
-    assert sorted(grpo) == sorted(shadow) == [1, 2]
+    # on the GRPO run's data, seed and batch (its validation does not change which prompts train)
+    same_data = {k: grpo_run["knobs"][k] for k in ("TRAIN_SIZE", "VAL_SIZE", "BATCH", "N")}
+    shadow = _launch(tmp_path / "shadow", "shadow", steps=2, resume="disable", overrides=shadow_overrides, **same_data)
+    assert sorted(train_steps(grpo_run["records"])) == sorted(shadow) == [1, 2]
     for step in (1, 2):
-        assert _prompts(tmp_path / "shadow", step) == _prompts(tmp_path / "grpo", step), step
+        assert rolled_out_prompts(tmp_path / "shadow", step) == grpo_run["prompts"][step], step
         m = shadow[step]
         assert m["depo/prompts_kept"] == BATCH and m["depo/rollouts_saved"] == 0
         assert m["depo/estimator/num_updates"] == step  # the estimator learnt, as with filtering
@@ -158,14 +139,12 @@ def test_shadow_mode_rolls_out_what_grpo_rolls_out_and_scores_its_would_be_rejec
 @pytest.mark.slow
 @pytest.mark.ray
 @pytest.mark.parametrize("selector", ["posterior", "hybrid"])
-def test_each_other_selector_trains_through_the_real_trainer(tmp_path, selector):
+def test_each_other_selector_trains_through_the_real_trainer(tmp_path, selector, request):
     """The posterior (no estimator) and the hybrid (estimator + history) for two steps each, past
     the warm-up, their state in the checkpoint."""
     overrides = []
     if selector == "hybrid":
-        from recipe.depo.estimator import build_tiny_encoder
-
-        encoder = build_tiny_encoder(str(tmp_path / "encoder"), hidden_size=32, num_layers=1, num_heads=2)
+        encoder = request.getfixturevalue("e2e_encoder")
         overrides = [
             f"depo.estimator.backbone={encoder}",
             "depo.estimator.max_length=32",

@@ -10,11 +10,8 @@ how much of that mode runs on CPU. The trajectories verl's agent loop would writ
 tests, with the policy-version tags verl's rollout client stamps.
 """
 
-import copy
-
 import numpy as np
 import pytest
-import ray
 import torch
 from depo_helpers import BATCH, config_with, with_dataloader
 from transfer_queue import KVBatchMeta
@@ -41,23 +38,10 @@ MODES = {
 
 
 @pytest.fixture(scope="module")
-def env(depo_env):
-    import transfer_queue as tq
-
-    ray.init(num_cpus=8, include_dashboard=False, ignore_reinit_error=True)
-    tq_cfg = copy.deepcopy(depo_env["base"].transfer_queue)
-    tq_cfg.backend.SimpleStorage.num_data_storage_units = 1
-    tq.init(tq_cfg)
-    yield depo_env
-    tq.close()
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def estimator(env):
+def estimator(ray_env):
     from recipe.depo.trainer import DEPOTrainer
 
-    t = with_dataloader(DEPOTrainer(config_with(env)), env)
+    t = with_dataloader(DEPOTrainer(config_with(ray_env)), ray_env)
     t.start_estimator()
     return t.estimator
 
@@ -70,10 +54,10 @@ class _AgentLoop:
         self.batches.append(batch)
 
 
-def _build(env, estimator, mode, **values):
+def _build(ray_env, estimator, mode, **values):
     cls, required = MODES[mode]
-    cfg = config_with(env, trainer__v1__trainer_mode=mode, **required, **values)
-    trainer = with_dataloader(cls(cfg), env)
+    cfg = config_with(ray_env, trainer__v1__trainer_mode=mode, **required, **values)
+    trainer = with_dataloader(cls(cfg), ray_env)
     trainer.estimator = estimator
     trainer.agent_loop_manager = _AgentLoop()
     if mode == "separate_async":
@@ -114,10 +98,10 @@ def _write_rollouts(uids, acc, versions):
 
 
 @pytest.mark.parametrize("mode", list(MODES))
-def test_async_warmup_step_and_refill_go_through_the_filter(env, estimator, mode, monkeypatch):
+def test_async_warmup_step_and_refill_go_through_the_filter(ray_env, estimator, mode, monkeypatch):
     import transfer_queue as tq
 
-    trainer = _build(env, estimator, mode, depo__filter__warmup_steps=0, **{"depo__filter__window": [0.0, 0.2]})
+    trainer = _build(ray_env, estimator, mode, depo__filter__warmup_steps=0, **{"depo__filter__window": [0.0, 0.2]})
     from verl.trainer.ppo.v1.replay_buffer import ReplayBufferAsync
 
     assert trainer.trainer_mode == mode and type(trainer.replay_buffer) is ReplayBufferAsync
@@ -170,12 +154,12 @@ def test_async_warmup_step_and_refill_go_through_the_filter(env, estimator, mode
     tq.kv_clear(keys=left[2:], partition_id="train")
 
 
-def test_verl_refuses_separate_async_with_the_naive_weight_sync(env, estimator):
+def test_verl_refuses_separate_async_with_the_naive_weight_sync(ray_env, estimator):
     """The mode's own assertion, which DEPO's start-up check (validation) now states before Ray."""
-    cfg = config_with(env, trainer__v1__trainer_mode="separate_async")
+    cfg = config_with(ray_env, trainer__v1__trainer_mode="separate_async")
     with pytest.raises(AssertionError, match="train_batch_size must equal parameter_sync_step"):
         DEPOTrainerSeparateAsync(cfg)
     values = dict(MODES["separate_async"][1], actor_rollout_ref__rollout__checkpoint_engine__backend="naive")
     with pytest.raises(AssertionError, match="nccl/nixl/mooncake"):
-        DEPOTrainerSeparateAsync(config_with(env, trainer__v1__trainer_mode="separate_async", **values))
+        DEPOTrainerSeparateAsync(config_with(ray_env, trainer__v1__trainer_mode="separate_async", **values))
     assert np.isfinite(estimator.num_updates())

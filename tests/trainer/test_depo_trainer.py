@@ -6,7 +6,6 @@ reward workers; the trajectories they would write to TransferQueue are written b
 The intake's selection rules are tested without Ray in test_depo_intake.py.
 """
 
-import copy
 import random
 
 import numpy as np
@@ -25,30 +24,17 @@ from recipe.depo.trainer import DEPOTrainer
 pytestmark = pytest.mark.ray
 
 
-@pytest.fixture(scope="module")
-def env(depo_env):
-    import transfer_queue as tq
-
-    ray.init(num_cpus=8, include_dashboard=False, ignore_reinit_error=True)
-    tq_cfg = copy.deepcopy(depo_env["base"].transfer_queue)
-    tq_cfg.backend.SimpleStorage.num_data_storage_units = 1
-    tq.init(tq_cfg)
-    yield depo_env
-    tq.close()
-    ray.shutdown()
-
-
-def _build(env, **values):
-    return with_dataloader(DEPOTrainer(config_with(env, **values)), env)
+def _build(ray_env, **values):
+    return with_dataloader(DEPOTrainer(config_with(ray_env, **values)), ray_env)
 
 
 @pytest.fixture(scope="module")
-def trainer(env):
-    t = _build(env)
+def trainer(ray_env):
+    t = _build(ray_env)
     t.start_estimator()
     # A fresh estimator predicts exactly 0.5 everywhere (zero-initialised heads). A few updates
     # on "longer sums are harder" spread the predictions.
-    texts = dataset_questions(env)
+    texts = dataset_questions(ray_env)
     mean_k = np.clip(1.2 - np.array([len(x) for x in texts]) / 25.0, 0.0, 1.0).astype(np.float32)
     for _ in range(5):
         t.estimator.update(texts, mean_k, np.full(len(texts), -1.0, np.float32))
@@ -265,11 +251,11 @@ class _WeightSync:
         self.estimator_ready = self.trainer.estimator is not None
 
 
-def _with_carry_over(env, trainer, step):
+def _with_carry_over(ray_env, trainer, step):
     from recipe.depo.filter import FilterConfig
     from recipe.depo.intake import PromptIntake
 
-    predictions = trainer.estimator.predict(dataset_questions(env))
+    predictions = trainer.estimator.predict(dataset_questions(ray_env))
     window = tuple(float(q) for q in np.quantile(predictions, [0.3, 0.7]))
     trainer.intake = PromptIntake(
         FilterConfig(window=window, warmup_steps=0, explore_rate=0.3, max_scan=10_000, seed=5),
@@ -282,17 +268,17 @@ def _with_carry_over(env, trainer, step):
         trainer._next_train_batch(1)
 
 
-def test_checkpoint_round_trip_restores_estimator_and_intake(env, trainer, tmp_path):
+def test_checkpoint_round_trip_restores_estimator_and_intake(ray_env, trainer, tmp_path):
     trainer.config.trainer.default_local_dir = str(tmp_path / "ckpt")
     trainer.actor_rollout_wg = _NoActor()
-    _with_carry_over(env, trainer, step=11)
+    _with_carry_over(ray_env, trainer, step=11)
     trainer.estimator.update(["1 + 1", "9999 + 8888 + 7777"], np.array([1.0, 0.0]), np.array([-0.1, -2.0]))
     trainer._save_checkpoint()
     step_dir = tmp_path / "ckpt" / "global_step_11"
     assert (step_dir / "depo" / "state.json").is_file() and (step_dir / "depo" / "estimator").is_dir()
     assert (tmp_path / "ckpt" / "latest_checkpointed_iteration.txt").read_text() == "11"
 
-    resumed = _build(env, trainer__default_local_dir=str(tmp_path / "ckpt"), trainer__resume_mode="auto")
+    resumed = _build(ray_env, trainer__default_local_dir=str(tmp_path / "ckpt"), trainer__resume_mode="auto")
     resumed.intake = type(trainer.intake)(trainer.intake.filter.config, "auto", 2)
     resumed.actor_rollout_wg = _NoActor()
     resumed._load_checkpoint()
@@ -319,13 +305,13 @@ def test_checkpoint_round_trip_restores_estimator_and_intake(env, trainer, tmp_p
         ray.kill(resumed.estimator.worker_group.workers[0])
 
 
-def test_resume_with_changed_estimator_settings_logs_them_or_refuses_by_key(env, trainer, tmp_path, caplog):
+def test_resume_with_changed_estimator_settings_logs_them_or_refuses_by_key(ray_env, trainer, tmp_path, caplog):
     trainer.config.trainer.default_local_dir = str(tmp_path / "ckpt")
     trainer.actor_rollout_wg = _NoActor()
     trainer.global_steps = 14
     trainer._save_checkpoint()
     ckpt = dict(trainer__default_local_dir=str(tmp_path / "ckpt"), trainer__resume_mode="auto")
-    changed = _build(env, depo__estimator__lr=5e-4, depo__filter__explore_rate=0.1, **ckpt)
+    changed = _build(ray_env, depo__estimator__lr=5e-4, depo__filter__explore_rate=0.1, **ckpt)
     changed.actor_rollout_wg = _NoActor()
     with caplog.at_level("WARNING", logger="recipe.depo.trainer"):
         changed._load_checkpoint()
@@ -333,14 +319,14 @@ def test_resume_with_changed_estimator_settings_logs_them_or_refuses_by_key(env,
     assert any("depo.estimator.lr:" in m and "0.0005 now (applied)" in m for m in said), said
     assert any("depo.filter.explore_rate:" in m for m in said), said
     # Refused before any worker starts: the trained weights cannot take another pooling.
-    refused = _build(env, depo__estimator__pooling="mean", **ckpt)
+    refused = _build(ray_env, depo__estimator__pooling="mean", **ckpt)
     refused.actor_rollout_wg = _NoActor()
     with pytest.raises(DEPOConfigError, match=r"^depo\.estimator\.pooling: 'cls' in the checkpoint"):
         refused._load_checkpoint()
     assert refused.estimator is None
 
 
-def test_checkpoint_is_complete_or_absent(env, trainer, tmp_path, monkeypatch):
+def test_checkpoint_is_complete_or_absent(ray_env, trainer, tmp_path, monkeypatch):
     trainer.config.trainer.default_local_dir = str(tmp_path / "ckpt")
     trainer.actor_rollout_wg = _NoActor()
     trainer.global_steps = 13
@@ -357,25 +343,28 @@ def test_checkpoint_is_complete_or_absent(env, trainer, tmp_path, monkeypatch):
     assert not (tmp_path / "ckpt" / "latest_checkpointed_iteration.txt").exists()
 
 
-def test_resuming_a_checkpoint_without_depo_state_is_refused(env, tmp_path):
+def test_resuming_a_checkpoint_without_depo_state_is_refused(ray_env, tmp_path):
     ckpt = tmp_path / "ckpt"
     (ckpt / "global_step_3").mkdir(parents=True)
     (ckpt / "latest_checkpointed_iteration.txt").write_text("3")
-    t = _build(env, trainer__default_local_dir=str(ckpt), trainer__resume_mode="auto")
+    t = _build(ray_env, trainer__default_local_dir=str(ckpt), trainer__resume_mode="auto")
     t.actor_rollout_wg = _NoActor()
     with pytest.raises(RuntimeError, match=r"depo\.checkpoint\.require_state"):
         t._load_checkpoint()
     t = _build(
-        env, trainer__default_local_dir=str(ckpt), trainer__resume_mode="auto", depo__checkpoint__require_state=False
+        ray_env,
+        trainer__default_local_dir=str(ckpt),
+        trainer__resume_mode="auto",
+        depo__checkpoint__require_state=False,
     )
     t.actor_rollout_wg = _NoActor()
     t._load_checkpoint()
     assert t.global_steps == 3 and t.depo_resume_dir is None
 
 
-def test_depo_off_is_plain_verl_intake(env):
+def test_depo_off_is_plain_verl_intake(ray_env):
     for values in ({"depo__enable": False}, {"depo__filter__enable": False}):
-        t = _build(env, **values)
+        t = _build(ray_env, **values)
         assert t.intake is None and not t.depo.uses_estimator
         # verl's own intake: whole gen_batch_size (3) fetches only
         with pytest.raises(ValueError, match="multiple of gen_batch_size"):
@@ -383,11 +372,13 @@ def test_depo_off_is_plain_verl_intake(env):
         assert t._next_train_batch(3).batch_size[0] == 3 and t.estimator is None
 
 
-def test_shadow_mode_trains_on_verls_own_batches_and_history_selectors_start_no_estimator(env, trainer, monkeypatch):
+def test_shadow_mode_trains_on_verls_own_batches_and_history_selectors_start_no_estimator(
+    ray_env, trainer, monkeypatch
+):
     from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 
     # shadow: the batch is exactly plain verl's (same seed, same prompts in the same order), scored on the side
-    shadow, plain = _build(env, depo__filter__mode="shadow"), _build(env, depo__enable=False)
+    shadow, plain = _build(ray_env, depo__filter__mode="shadow"), _build(ray_env, depo__enable=False)
     shadow.estimator = trainer.estimator  # the running worker (shadow scores with it)
     for step in (1, 2, 3):
         _new_step(shadow, step)
@@ -400,7 +391,7 @@ def test_shadow_mode_trains_on_verls_own_batches_and_history_selectors_start_no_
     started = []
     monkeypatch.setattr(DEPOTrainer, "start_estimator", lambda self: started.append(self.depo.filter.selector.name))
     for name in ("greso", "posterior", "depo"):
-        t = _build(env, depo__filter__selector__name=name)
+        t = _build(ray_env, depo__filter__selector__name=name)
         t.on_init_end()
         assert t.intake is not None and t.depo.uses_estimator == (name == "depo")
         if name != "depo":

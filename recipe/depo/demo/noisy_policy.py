@@ -33,19 +33,23 @@ import argparse
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import random
-import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from recipe.depo.demo.tiny_policy import TinyPolicySpec, chat_prompt_ids, ensure_tiny_policy
+from recipe.depo.demo.tiny_policy import (
+    TinyPolicySpec,
+    answer_sft,
+    chat_prompt_ids,
+    default_cache_root,
+    ensure_tiny_policy,
+    publish,
+)
 
 FORMAT_VERSION = 2
 
@@ -82,10 +86,6 @@ class NoisyPolicySpec:
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
-def default_cache_root() -> Path:
-    return Path(os.environ.get("DEPO_CPU_CACHE", Path.home() / ".cache" / "depo-verl"))
-
-
 def noisy_target(rng: random.Random, tier: int, value: int, noise: tuple[float, ...]) -> int:
     """The warm start's target for a problem whose answer is ``value``: a near miss with the tier's
     probability, else the answer."""
@@ -114,57 +114,20 @@ def bare_value(answer: str) -> int | None:
 
 def warm_start(spec: NoisyPolicySpec, model, tokenizer, log_every: int = 50) -> list[float]:
     """Supervised answer-only training on generated problems with noisy targets; the loss curve."""
-    from recipe.depo.demo.arithmetic_task import iter_problems, prompt_for
-
-    torch.manual_seed(spec.seed)
     rng = random.Random(spec.seed + 29)
     format_rng = random.Random(spec.seed + 7)
-    pad_id = tokenizer.pad_token_id
-    problems = iter_problems(seed=spec.seed + 17, count=spec.steps * spec.batch_size, tier_weights=spec.tier_weights)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=0.01, betas=(0.9, 0.98))
-    warmup = max(1, spec.steps // 20)
-
-    def lr_scale(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, spec.steps - warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_scale)
-    model.train()
-    losses = []
-    start = time.time()
-    for step in range(spec.steps):
-        batch = []
-        for tier, question, value in (next(problems) for _ in range(spec.batch_size)):
-            prompt = chat_prompt_ids(tokenizer, prompt_for(question))
-            target = target_text(format_rng, noisy_target(rng, tier, value, spec.noise), spec.unboxed)
-            response = tokenizer.encode(target, add_special_tokens=False) + [tokenizer.eos_token_id]
-            batch.append((prompt + response, len(prompt)))
-        width = max(len(ids) for ids, _ in batch)
-        input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        labels = torch.full((len(batch), width), -100, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, (ids, prompt_len) in enumerate(batch):
-            input_ids[row, : len(ids)] = torch.tensor(ids)
-            labels[row, prompt_len : len(ids)] = torch.tensor(ids[prompt_len:])
-            mask[row, : len(ids)] = 1
-        loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        losses.append(float(loss.detach()))
-        if log_every and (step + 1) % log_every == 0:
-            print(
-                f"[noisy-policy] warm start step {step + 1}/{spec.steps} "
-                f"loss {sum(losses[-log_every:]) / log_every:.4f} ({time.time() - start:.0f}s)",
-                file=sys.stderr,
-                flush=True,
-            )
-    model.eval()
-    return losses
+    return answer_sft(
+        model,
+        tokenizer,
+        seed=spec.seed,
+        steps=spec.steps,
+        batch_size=spec.batch_size,
+        lr=spec.lr,
+        tier_weights=spec.tier_weights,
+        target=lambda tier, value: target_text(format_rng, noisy_target(rng, tier, value, spec.noise), spec.unboxed),
+        tag="noisy-policy",
+        log_every=log_every,
+    )
 
 
 @torch.no_grad()
@@ -251,21 +214,7 @@ def ensure_noisy_policy(
     }
     if evaluate:
         info["tier_accuracy"] = sampled_tier_accuracy(model, tokenizer, per_tier=40)
-    # Build beside the target and rename: an interrupted build never looks finished.
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        model.generation_config.save_pretrained(staging)
-        (staging / "depo_noisy_policy.json").write_text(json.dumps(info, indent=2))
-        try:
-            os.replace(staging, target)
-        except OSError:
-            if not (target / "depo_noisy_policy.json").exists():
-                raise
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+    publish(target, model, tokenizer, "depo_noisy_policy.json", info)
     return target
 
 

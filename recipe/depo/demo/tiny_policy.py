@@ -28,6 +28,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -142,37 +143,50 @@ def chat_prompt_ids(tokenizer, prompt_text: str) -> list[int]:
     return list(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False))
 
 
-def _encode_example(tokenizer, prompt_text: str, answer: str) -> tuple[list[int], int]:
-    prompt = chat_prompt_ids(tokenizer, prompt_text)
-    response = tokenizer.encode(answer, add_special_tokens=False) + [tokenizer.eos_token_id]
-    return prompt + response, len(prompt)
+def answer_sft(
+    model,
+    tokenizer,
+    *,
+    seed: int,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    tier_weights: tuple[float, ...],
+    target: Callable[[int, int], str],
+    tag: str,
+    log_every: int,
+) -> list[float]:
+    """Supervised answer-only training on generated arithmetic problems; returns the loss curve.
 
+    ``target(tier, value)`` is the response taught for a problem (the tiny policy's boxed answer,
+    the noisy policy's sometimes-bare one); only its tokens and the end token carry loss. Both
+    warm starts run this loop, and their caches are keyed by spec, not code: a change here that
+    moves the weights must bump both modules' FORMAT_VERSION.
+    """
+    from recipe.depo.demo.arithmetic_task import iter_problems, prompt_for
 
-def warm_start(spec: TinyPolicySpec, model, tokenizer, log_every: int = 250) -> list[float]:
-    """Supervised answer-only training on generated problems; returns the loss curve."""
-    from recipe.depo.demo.arithmetic_task import answer_text, iter_problems, prompt_for
-
-    torch.manual_seed(spec.seed)
+    torch.manual_seed(seed)
     pad_id = tokenizer.pad_token_id
-    problems = iter_problems(seed=spec.seed + 17, count=spec.steps * spec.batch_size, tier_weights=spec.tier_weights)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=0.01, betas=(0.9, 0.98))
-    warmup = max(1, spec.steps // 20)
+    problems = iter_problems(seed=seed + 17, count=steps * batch_size, tier_weights=tier_weights)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+    warmup = max(1, steps // 20)
 
     def lr_scale(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
-        progress = (step - warmup) / max(1, spec.steps - warmup)
+        progress = (step - warmup) / max(1, steps - warmup)
         return 0.5 * (1.0 + math.cos(math.pi * progress))
 
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_scale)
     model.train()
     losses = []
     start = time.time()
-    for step in range(spec.steps):
-        batch = [
-            _encode_example(tokenizer, prompt_for(q), answer_text(v))
-            for _, q, v in (next(problems) for _ in range(spec.batch_size))
-        ]
+    for step in range(steps):
+        batch = []
+        for tier, question, value in (next(problems) for _ in range(batch_size)):
+            prompt = chat_prompt_ids(tokenizer, prompt_for(question))
+            response = tokenizer.encode(target(tier, value), add_special_tokens=False) + [tokenizer.eos_token_id]
+            batch.append((prompt + response, len(prompt)))
         width = max(len(ids) for ids, _ in batch)
         input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
         labels = torch.full((len(batch), width), -100, dtype=torch.long)
@@ -190,13 +204,31 @@ def warm_start(spec: TinyPolicySpec, model, tokenizer, log_every: int = 250) -> 
         losses.append(float(loss.detach()))
         if log_every and (step + 1) % log_every == 0:
             print(
-                f"[tiny-policy] warm start step {step + 1}/{spec.steps} "
+                f"[{tag}] warm start step {step + 1}/{steps} "
                 f"loss {sum(losses[-log_every:]) / log_every:.4f} ({time.time() - start:.0f}s)",
                 file=sys.stderr,
                 flush=True,
             )
     model.eval()
     return losses
+
+
+def warm_start(spec: TinyPolicySpec, model, tokenizer, log_every: int = 250) -> list[float]:
+    """The tiny policy's warm start: correct boxed answers; returns the loss curve."""
+    from recipe.depo.demo.arithmetic_task import answer_text
+
+    return answer_sft(
+        model,
+        tokenizer,
+        seed=spec.seed,
+        steps=spec.steps,
+        batch_size=spec.batch_size,
+        lr=spec.lr,
+        tier_weights=spec.tier_weights,
+        target=lambda _tier, value: answer_text(value),
+        tag="tiny-policy",
+        log_every=log_every,
+    )
 
 
 @torch.no_grad()
@@ -239,6 +271,29 @@ def policy_dir(spec: TinyPolicySpec, cache_root: str | os.PathLike | None = None
     return root / f"tiny-policy-{spec.digest()}"
 
 
+def publish(target: Path, model, tokenizer, info_name: str, info: dict) -> None:
+    """Save a built policy as ``target``, ``info_name`` (its build record) last.
+
+    Built beside the target and renamed: a concurrent or interrupted build never leaves a
+    half-written directory that a later run would take for a finished one (callers look for
+    ``info_name``). A concurrent build that finished first wins; this one is discarded.
+    """
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        model.generation_config.save_pretrained(staging)
+        (staging / info_name).write_text(json.dumps(info, indent=2))
+        try:
+            os.replace(staging, target)
+        except OSError:
+            if not (target / info_name).exists():
+                raise
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
 def ensure_tiny_policy(
     spec: TinyPolicySpec | None = None, cache_root: str | os.PathLike | None = None, evaluate: bool = True
 ) -> Path:
@@ -263,22 +318,7 @@ def ensure_tiny_policy(
     }
     if evaluate:
         info["greedy_tier_accuracy"] = tier_accuracy(model, tokenizer)
-    # Build beside the target and rename: a concurrent or interrupted build never leaves a
-    # half-written directory that a later run would take for a finished one.
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        model.generation_config.save_pretrained(staging)
-        (staging / "depo_tiny_policy.json").write_text(json.dumps(info, indent=2))
-        try:
-            os.replace(staging, target)
-        except OSError:
-            if not (target / "depo_tiny_policy.json").exists():
-                raise
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+    publish(target, model, tokenizer, "depo_tiny_policy.json", info)
     return target
 
 
