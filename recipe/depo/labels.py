@@ -5,8 +5,10 @@ and reorders the batch across data-parallel ranks, and a label built by position
 with the wrong prompt. ``mean_k`` is the mean of the per-response correctness over the prompt's
 responses; ``avg_logprob`` the mean over its responses of each response's mean token log-prob.
 
-Also here: ``read_labels``, the one function that reads a trained batch's responses back from
-verl's TransferQueue. What text the estimator reads for a prompt is ``recipe.depo.prompt_text``.
+Also here: ``read_labels``, which reads a trained batch's responses back from verl's
+TransferQueue, and ``read_untrained_labels``, the same for the groups verl's dynamic sampling
+drops untrained (read before verl clears them; see ``recipe.depo.dynamic_sampling``). What text
+the estimator reads for a prompt is ``recipe.depo.prompt_text``.
 """
 
 from __future__ import annotations
@@ -136,31 +138,83 @@ def build_labels(uids: Sequence[str], correct: Iterable[float], mean_logprob: It
 # ----------------------------------------------------------------------------- from TransferQueue
 def read_labels(batch: KVBatchMeta, config: LabelsConfig) -> PromptLabels:
     """Per-prompt labels of a trained batch, read from TransferQueue by key (padding rows skipped)."""
-    import transfer_queue as tq
-    from verl.utils import tensordict_utils as tu
-
     keys = [k for k, tag in zip(batch.keys, batch.tags) if not tag.get("is_padding", False)]
     lp_field = config.logprob_source
-    fields = ["uid", "extra_fields", "response_mask", lp_field]
-    data = tq.kv_batch_get(keys=keys, partition_id=batch.partition_id, select_fields=fields)
+    data = _kv_get(keys, batch.partition_id, ["uid", "extra_fields", "response_mask", lp_field])
     # TransferQueue silently omits fields no row has; name the setting that would provide it.
-    missing = [name for name in fields if name not in data.keys()]
+    missing = [name for name in ("uid", "extra_fields", "response_mask", lp_field) if name not in data.keys()]
     if missing:
         hint = {
             "extra_fields": f"the reward extras holding {config.acc_key!r} ({ACC_KEY_CONFIG})",
             lp_field: f"the log-probs named by depo.labels.logprob_source={lp_field!r}",
         }
         raise LabelError("the trained batch lacks " + ", ".join(hint.get(m, m) for m in missing) + " in TransferQueue")
-    correct = [correctness(extra, config.acc_key) for extra in tu.get(data, "extra_fields")]
+    return labels_of_rows(data, config.acc_key, lp_field)
+
+
+def read_untrained_labels(keys: Sequence[str], partition_id: str, config: LabelsConfig) -> PromptLabels:
+    """Per-prompt labels of groups verl drops without training them (dynamic sampling's evicted and
+    surplus groups), read from TransferQueue by trajectory key before verl clears them.
+
+    ``mean_k`` as for a trained batch. ``avg_logprob`` only when ``depo.labels.logprob_source`` is
+    ``rollout_log_probs`` and the rollout wrote them: ``old_log_probs`` is computed by the actor for
+    the trained batch alone, so an untrained group has none (NaN: the estimator learns it from mean@k
+    alone)."""
+    lp_field = "rollout_log_probs" if config.logprob_source == "rollout_log_probs" else None
+    fields = ["uid", "extra_fields"] + (["response_mask", lp_field] if lp_field else [])
+    data = _kv_get(list(keys), partition_id, fields)
+    if "extra_fields" not in data.keys():
+        raise LabelError(f"the dropped groups lack the reward extras holding {config.acc_key!r} ({ACC_KEY_CONFIG})")
+    if lp_field and not {"response_mask", lp_field} <= set(data.keys()):
+        lp_field = None
+    return labels_of_rows(data, config.acc_key, lp_field, require_logprobs=False)
+
+
+def _kv_get(keys: list[str], partition_id: str, fields: list[str]):
+    import transfer_queue as tq
+
+    return tq.kv_batch_get(keys=keys, partition_id=partition_id, select_fields=fields)
+
+
+def labels_of_rows(data: Any, acc_key: str, lp_field: str | None, require_logprobs: bool = True) -> PromptLabels:
+    """Per-prompt labels of the rows TransferQueue returned (a TensorDict with ``uid``,
+    ``extra_fields`` and, when ``lp_field`` is given, ``response_mask`` and ``lp_field``).
+
+    ``require_logprobs``: all-zero log-probs are a misconfiguration (the rollout returned none) and
+    fail naming the setting; else they give NaN ``avg_logprob`` (no log-probs for these groups)."""
+    from verl.utils import tensordict_utils as tu
+
+    correct = [correctness(extra, acc_key) for extra in tu.get(data, "extra_fields")]
+    uids = [str(u) for u in tu.get(data, "uid")]
+    if lp_field is None:
+        return build_labels(uids, correct, [math.nan] * len(uids))
     dense = data.select("response_mask", lp_field).to_padded_tensor()
     mask = dense["response_mask"].float().numpy()
     log_probs = dense[lp_field].float().numpy()
     if log_probs.shape != mask.shape:
         raise LabelError(f"{lp_field} {log_probs.shape} and response_mask {mask.shape} do not line up")
     if mask.sum() > 0 and not np.any(log_probs[mask > 0]):
+        if not require_logprobs:
+            return build_labels(uids, correct, [math.nan] * len(uids))
         raise LabelError(
             f"every response token has {lp_field} == 0: the rollout did not return log-probs; set "
             "depo.labels.logprob_source=old_log_probs or actor_rollout_ref.rollout.calculate_log_probs=true"
         )
-    uids = [str(u) for u in tu.get(data, "uid")]
     return build_labels(uids, correct, response_mean_logprob(log_probs, mask))
+
+
+def concat_labels(*parts: PromptLabels) -> PromptLabels:
+    """One ``PromptLabels`` of several (in order); a uid in two parts is a bookkeeping error."""
+    uids = [u for p in parts for u in p.uids]
+    if len(set(uids)) != len(uids):
+        raise RuntimeError("a prompt's group was labelled twice in one step")
+    return PromptLabels(
+        uids=uids,
+        mean_k=np.concatenate([p.mean_k for p in parts]).astype(np.float32),
+        avg_logprob=np.concatenate([p.avg_logprob for p in parts]).astype(np.float32),
+        num_responses=np.concatenate([p.num_responses for p in parts]).astype(np.int64),
+    )
+
+
+def empty_labels() -> PromptLabels:
+    return PromptLabels([], np.zeros(0, np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))

@@ -61,12 +61,13 @@ class InFlightPredictions:
                 )
 
     def take(self, uids: Iterable[str]) -> dict[str, InFlight]:
-        """The records of the prompts just trained, removed from what is in flight."""
+        """The records of the prompts just labelled (trained, or dropped untrained by dynamic
+        sampling), removed from what is in flight."""
         taken = {}
         for uid in uids:
             if uid not in self.records:
                 raise RuntimeError(
-                    f"trained prompt {uid} was never submitted by DEPO's intake (or trained twice): "
+                    f"labelled prompt {uid} was never submitted by DEPO's intake (or labelled twice): "
                     "its prediction is unknown"
                 )
             taken[uid] = self.records.pop(uid)

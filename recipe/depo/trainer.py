@@ -13,6 +13,9 @@ keeps verl's sync semantics (``trainer.v1.trainer_mode`` stays ``sync``, so ever
 ``_compute_advantage``     after verl's: flag zero-advantage groups, optionally mask them
 ``step``                   after verl's (actor updated): restore masks, read labels by uid from
                            TransferQueue, update the estimator and the selector, log ``depo/*``
+                           (with dynamic sampling, also from the groups verl dropped untrained)
+``_build_replay_buffer``   with ``algorithm.filter_groups.enable``: verl's buffer, made to label
+                           the groups it drops untrained (``recipe.depo.dynamic_sampling``)
 ``_save_checkpoint``       DEPO state into ``global_step_N/depo/`` *before* verl writes
                            ``latest_checkpointed_iteration.txt``
 ``_load_checkpoint``       find that state for the step verl resumes from
@@ -40,8 +43,9 @@ from verl.utils.debug import marked_timer
 
 from recipe.depo import checkpoint
 from recipe.depo.advantage import ZeroAdvantageGroups
+from recipe.depo.dynamic_sampling import EVICTED, SURPLUS, UntrainedGroups
 from recipe.depo.intake import PromptIntake
-from recipe.depo.labels import read_labels
+from recipe.depo.labels import concat_labels, read_labels
 from recipe.depo.staleness import InFlightPredictions, generation_versions
 from recipe.depo.validation import run_settings
 from recipe.depo.workers.estimator_client import EstimatorClient
@@ -73,7 +77,18 @@ class DEPOTrainerMixin:
         # every prompt the intake sent to rollout, until its group is trained (async modes train
         # it steps later, and a checkpoint can fall in between)
         self.in_flight = InFlightPredictions()
+        # verl's dynamic sampling drops groups untrained; DEPO labels them too (_build_replay_buffer)
+        filter_groups = config.algorithm.get("filter_groups", None)
+        self.untrained: UntrainedGroups | None = None
+        if self.intake is not None and filter_groups is not None and filter_groups.get("enable", False):
+            self.untrained = UntrainedGroups(self.depo.labels)
         super().__init__(config)
+
+    def _build_replay_buffer(self):
+        buffer = super()._build_replay_buffer()
+        if self.untrained is not None and not self.untrained.attach(buffer):
+            self.untrained = None
+        return buffer
 
     def on_init_end(self):
         if self.intake is not None:
@@ -132,10 +147,20 @@ class DEPOTrainerMixin:
             versions = generation_versions(batch.tags, batch.keys)
             # the records of the prompts trained now, whichever step submitted them (async modes)
             trained = self.in_flight.take(labels.uids)
+            learnt, records = labels, trained
+            if self.untrained is not None:
+                # the groups verl's dynamic sampling dropped untrained this step: labelled once, with
+                # the records of their admission, beside the trained ones
+                dropped, counts = self.untrained.take()
+                learnt = concat_labels(labels, dropped)
+                records = {**trained, **self.in_flight.take(dropped.uids)}
+                metrics["depo/dynsamp/evicted_labelled"] = counts[EVICTED]
+                metrics["depo/dynsamp/surplus_labelled"] = counts[SURPLUS]
+                metrics["depo/dynsamp/labelled"] = len(learnt)
             if self.estimator is not None:
                 with marked_timer("depo_estimator_update", timing_raw, color="purple"):
-                    metrics.update(self.estimator.learn(labels, trained))
-            metrics.update(self.intake.learn(labels.uids, labels.mean_k, trained))
+                    metrics.update(self.estimator.learn(learnt, records))
+            metrics.update(self.intake.learn(learnt.uids, learnt.mean_k, records))
             self.in_flight.learned([v[1] for v in versions.values()])
             if len(versions) == len(trained):
                 lags = self.in_flight.lags(trained, versions, self.global_steps)

@@ -242,7 +242,7 @@ GOOD = (PROMPTS[:3], [0.0, 0.5, 1.0], [-1.0, -0.5, 0.0])
         ((PROMPTS[:3], ["a", "b", "c"], [-1.0, -0.5, 0.0]), "mean_k"),
         ((PROMPTS[:3], [0.0, 0.5, 1.0], [-1.0, -0.5]), "avg_logprob"),
         ((PROMPTS[:3], [0.0, 0.5, 1.0], [-1.0, 0.5, 0.0]), "avg_logprob"),
-        ((PROMPTS[:3], [0.0, 0.5, 1.0], [-1.0, float("nan"), 0.0]), "avg_logprob"),
+        ((PROMPTS[:3], [0.0, 0.5, 1.0], [-1.0, float("inf"), 0.0]), "avg_logprob"),
         ((PROMPTS[:3], [0.0, 0.5, 1.0], [-1.0, float("-inf"), 0.0]), "avg_logprob"),
     ],
 )
@@ -299,6 +299,28 @@ def test_save_load_resumes_exactly(tiny_encoder, tmp_path):
         assert m_loaded[key] == m_direct[key], key
     assert_same_params(params(loaded), params(est))
     assert np.array_equal(loaded.predict(PROMPTS), est.predict(PROMPTS))
+
+
+def test_nan_logprob_is_a_prompt_without_distill_target_and_survives_a_checkpoint(tiny_encoder, tmp_path):
+    # all NaN is exactly "no log-probs this step" (None): the same update
+    a, b = make(tiny_encoder), make(tiny_encoder)
+    m_nan = a.update(PROMPTS, MEAN_K, np.full(len(PROMPTS), np.nan))
+    m_none = b.update(PROMPTS, MEAN_K, None)
+    for key in ("loss", "score_loss", "distill_loss", "ranking_loss", "grad_norm"):
+        assert m_nan[key] == m_none[key], key
+    assert_same_params(params(a), params(b))
+    # mixed: the rows without a target (dynamic sampling's dropped groups) replay after a resume
+    mixed = LOGPROB.copy()
+    mixed[[1, 4]] = np.nan
+    est = make(tiny_encoder)
+    est.update(PROMPTS, MEAN_K, mixed)
+    loaded = OnlineEstimator.load(est.save(str(tmp_path / "ckpt")))
+    assert "NaN" not in (tmp_path / "ckpt" / "replay.json").read_text()  # standard JSON: null
+    np.testing.assert_array_equal(np.isnan(loaded._history[0].logprob), np.isnan(mixed))
+    other = list(reversed(PROMPTS))
+    m_direct, m_loaded = est.update(other, MEAN_K, LOGPROB), loaded.update(other, MEAN_K, LOGPROB)
+    for key in ("loss", "distill_loss", "grad_norm"):
+        assert m_loaded[key] == m_direct[key], key
 
 
 def test_save_overwrites_atomically_and_leaves_no_temp(tiny_encoder, tmp_path):

@@ -26,6 +26,15 @@ FAST_COUNTERPARTS = {
         "tests/launchers/test_gpu_launchers.py::test_gpu_launcher_two_steps_on_cpu",  # [run_depo_qwen7b.sh]
         "tests/launchers/test_gpu_launchers.py::test_launcher_overrides_compose_and_validate",
     ],
+    # DEPO + verl's dynamic sampling launched for real (3-4 min; .ci/run's slow list has no room):
+    # verl's own sync replay buffer evicting, refilling through the intake and discarding the surplus
+    # on real TransferQueue, with DEPO labelling what it drops, is the trainer test; the launch with
+    # the DEPO trainer, test_depo_e2e. Not covered: a breakage only a launch with filter_groups shows.
+    "tests/e2e/test_dynamic_sampling_e2e.py::test_depo_with_dynamic_sampling_labels_every_group_verl_drops": [
+        "tests/trainer/test_depo_trainer.py::test_dynamic_sampling_labels_the_groups_verl_drops_untrained_once",
+        "tests/trainer/test_depo_verl_contract.py::test_replay_buffer_drops_groups_through_the_methods_depo_labels_from",
+        "tests/e2e/test_depo_e2e.py::test_depo_across_warmup_then_resume",
+    ],
     # Two 10-step runs with three sampled validations each (~10 min) are too long for CI. What they
     # go through is covered apart: the launcher they call (run_depo_cpu.sh, trained in .ci/run's demo
     # and e2e tests), the curve and summary arithmetic on a hand-made run directory, and the flags.

@@ -80,3 +80,55 @@ def test_prompt_text_is_the_user_message_not_the_template():
         prompt_text(raw, {}, source="extra_info.question")
     with pytest.raises(LabelError, match=r"depo\.labels\.text_source"):
         prompt_text(raw, {}, source="chat")
+
+
+def _rows(responses, log_probs=None):
+    """What TransferQueue's kv_batch_get returns for trajectories: (uid, acc, length) per response."""
+    import torch
+    from verl.utils import tensordict_utils as tu
+
+    fields = {
+        "uid": [u for u, _, _ in responses],
+        "extra_fields": [{"reward_extra_info": {"acc": a, "score": 2.0 * a - 1}} for _, a, _ in responses],
+    }
+    if log_probs is not None:
+        fields["response_mask"] = torch.nested.as_nested_tensor(
+            [torch.ones(n, dtype=torch.int64) for _, _, n in responses], layout=torch.jagged
+        )
+        fields["rollout_log_probs"] = torch.nested.as_nested_tensor(
+            [torch.tensor(lp, dtype=torch.float32) for lp in log_probs], layout=torch.jagged
+        )
+    return tu.get_tensordict(fields)
+
+
+def test_labels_of_a_dropped_batch_are_mean_k_by_uid_and_nan_without_logprobs():
+    from recipe.depo.labels import concat_labels, labels_of_rows
+
+    # dynamic sampling dropped: "hi" all right, "lo" all wrong (evicted), "mix" 1 of 4 (surplus)
+    responses = [("hi", 1, 2), ("lo", 0, 3), ("mix", 0, 1), ("hi", 1, 2), ("mix", 1, 2), ("lo", 0, 1),
+                 ("mix", 0, 1), ("hi", 1, 1), ("lo", 0, 2), ("mix", 0, 3), ("hi", 1, 1), ("lo", 0, 1)]  # fmt: skip
+    labels = labels_of_rows(_rows(responses), "acc", None, require_logprobs=False)
+    assert labels.uids == ["hi", "lo", "mix"]
+    assert labels.mean_k.tolist() == [1.0, 0.0, 0.25] and labels.num_responses.tolist() == [4, 4, 4]
+    assert np.isnan(labels.avg_logprob).all()  # the actor never computed old_log_probs for them
+
+    # with the rollout's own log-probs (logprob_source=rollout_log_probs): mean over responses of
+    # each response's token mean; hi: (-1 + -3)/2 = -2 and -1 -> -1.5; lo: -0.5 and -2.5 -> -1.5
+    two = [("hi", 1, 2), ("lo", 0, 1), ("hi", 1, 1), ("lo", 0, 2)]
+    lps = [[-1.0, -3.0], [-0.5], [-1.0], [-2.0, -3.0]]
+    labels = labels_of_rows(_rows(two, lps), "acc", "rollout_log_probs", require_logprobs=False)
+    np.testing.assert_allclose(labels.avg_logprob, [-1.5, -1.5])
+    # a rollout that returned no log-probs (all zero): NaN for dropped groups, an error for a trained batch
+    zeros = [[0.0, 0.0], [0.0], [0.0], [0.0, 0.0]]
+    assert np.isnan(
+        labels_of_rows(_rows(two, zeros), "acc", "rollout_log_probs", require_logprobs=False).avg_logprob
+    ).all()
+    with pytest.raises(LabelError, match="calculate_log_probs"):
+        labels_of_rows(_rows(two, zeros), "acc", "rollout_log_probs")
+    with pytest.raises(LabelError, match=r"depo\.labels\.acc_key"):
+        labels_of_rows(_rows(two), "is_correct", None)
+
+    both = concat_labels(labels, labels_of_rows(_rows(responses[2:3]), "acc", None))
+    assert both.uids == ["hi", "lo", "mix"] and np.isnan(both.avg_logprob[2]) and both.mean_k[2] == 0.0
+    with pytest.raises(RuntimeError, match="labelled twice"):
+        concat_labels(labels, labels)

@@ -399,3 +399,74 @@ def test_shadow_mode_trains_on_verls_own_batches_and_history_selectors_start_no_
             assert t._next_train_batch().batch_size[0] == BATCH and t.estimator is None
             assert t.intake.filter.selector.name == name and t.intake.filter.selector.counters["decided"] >= BATCH
     assert started == ["depo"]
+
+
+PATTERNS = ([1, 1], [0, 0], [1, 0], [0, 1])  # in turn, by submission: all right, all wrong, mixed, mixed
+
+
+def test_dynamic_sampling_labels_the_groups_verl_drops_untrained_once(env, trainer, monkeypatch):
+    """verl's own sync replay buffer with DAPO's group filter (algorithm.filter_groups): it evicts
+    the all-right and all-wrong groups, refills through DEPO's intake, and discards the surplus;
+    DEPO learns every finished group once, trained or not. The rollout is written to TransferQueue
+    by the test (no model workers), as verl's agent loop would, all groups finished at once."""
+    import transfer_queue as tq
+    from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
+
+    t = _build(env, algorithm__filter_groups__enable=True, algorithm__filter_groups__metric="acc")
+    assert type(t.replay_buffer).__name__ == "DEPOLabelledReplayBuffer"
+    t.estimator = trainer.estimator  # the running worker
+    rolled = {}
+
+    def rollout(batch):
+        uids = [str(u) for u in tu.get(batch, "uid")]
+        acc = {u: PATTERNS[(len(rolled) + i) % 4] for i, u in enumerate(uids)}
+        tags = [{"is_prompt": True, "status": "finished", "global_steps": t.global_steps}] * len(uids)
+        tq.kv_batch_put(keys=uids, partition_id="train", tags=tags)
+        _rollout_into_tq(t, acc, acc, {u: [2, 3] for u in uids})
+        rolled.update(acc)
+        return len(uids)
+
+    def verl_step(self, metrics, timing_raw):  # verl's step up to the sampled batch
+        self.prepare_step()
+        batch, sample_metrics = self.replay_buffer.sample(self.global_steps, "train", BATCH)
+        metrics.update(sample_metrics)
+        return batch
+
+    monkeypatch.setattr(t, "_submit_batch_to_rollout", rollout)
+    monkeypatch.setattr(PPOTrainerSync, "step", verl_step)
+    updates = []
+    real_update = trainer.estimator.update
+    monkeypatch.setattr(trainer.estimator, "update", lambda *args: updates.append(args) or real_update(*args))
+    labelled = set()
+    for step in (1, 2):  # warm-up, then filtered
+        t.global_steps, metrics, updates[:] = step, {}, []
+        rolled.clear()
+        meta = t.step(metrics, {})
+        _clear(meta)
+        trained = {str(k).split("_")[0] for k in meta.keys}
+        assert len(trained) == BATCH and all(0 < np.mean(rolled[u]) < 1 for u in trained)
+        dropped = set(rolled) - trained
+        evicted = {u for u in dropped if np.mean(rolled[u]) in (0.0, 1.0)}
+        assert evicted and metrics["training/filter_groups/evicted_samples"] == len(evicted)
+        assert metrics["depo/dynsamp/evicted_labelled"] == len(evicted)
+        surplus = metrics.get("training/filter_groups/discarded_surplus_samples", 0)
+        assert metrics["depo/dynsamp/surplus_labelled"] == surplus == len(dropped - evicted)
+        assert metrics["depo/generation_rounds"] > 1  # the refills went through DEPO's intake
+        # one estimator update on every group rolled out this step, each once; the dropped ones
+        # without log-probs (never computed by the actor), the trained ones with them
+        ((texts, mean_k, avg_lp),) = updates
+        submitted = {u: s.text for u, s in t.intake.submitted.items() if u in rolled}
+        assert sorted(texts) == sorted(submitted.values()) and len(texts) == len(rolled)
+        by_text = dict(zip(texts, zip(mean_k.tolist(), avg_lp.tolist())))
+        for uid, text in submitted.items():
+            target, lp = by_text[text]
+            assert target == np.mean(rolled[uid])
+            assert np.isnan(lp) if uid in dropped else lp == pytest.approx(-0.5)
+        assert metrics["depo/labels_without_logprob"] == len(dropped) and metrics["depo/dynsamp/labelled"] == len(
+            rolled
+        )
+        assert not t.in_flight.records and not labelled & set(rolled)  # nothing left in flight, nothing twice
+        labelled |= set(rolled)
+        # the selector's audit and calibration saw the evicted groups too
+        assert metrics["depo/target_mean"] == pytest.approx(np.mean([np.mean(rolled[u]) for u in rolled]))
+    assert not (tq.kv_list("train") or {}).get("train")

@@ -27,6 +27,7 @@ OVERRIDDEN = {
     "_save_checkpoint": ["self"],
     "_load_checkpoint": ["self"],
     "on_init_end": ["self"],
+    "_build_replay_buffer": ["self"],
 }
 
 
@@ -40,6 +41,38 @@ def test_only_the_named_hooks_are_overridden():
     own = {k for k, v in DEPOTrainerMixin.__dict__.items() if callable(v) and not k.startswith("__")}
     inherited = {k for k in own if hasattr(PPOTrainerSync, k)}
     assert inherited == set(OVERRIDDEN), f"DEPOTrainer overrides more verl methods than documented: {inherited}"
+
+
+def test_replay_buffer_drops_groups_through_the_methods_depo_labels_from():
+    """docs/verl_surface.md #20: both of verl's buffers clear every dropped group through
+    `_clear_groups`, evictions from `_evict_terminal_groups` with (stale, dapo, failed, counts)."""
+    from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer, ReplayBufferAsync
+
+    from recipe.depo.dynamic_sampling import UntrainedGroups
+    from recipe.depo.labels import LabelsConfig
+
+    expected = {
+        "_clear_groups": ["self", "partition_id", "uids"],
+        "_evict_terminal_groups": ["self", "global_steps", "partition_id", "eviction_reasons"],
+    }
+    for cls in (ReplayBuffer, ReplayBufferAsync):
+        for name, params in expected.items():
+            assert list(inspect.signature(getattr(cls, name)).parameters) == params, f"verl changed {name}"
+        buffer = cls(
+            trainer_mode="sync" if cls is ReplayBuffer else "colocate_async",
+            trainer_config={},
+            max_off_policy_threshold=None,
+            max_off_policy_strategy="drop",
+            sampler_kwargs={},
+            refill_fn=lambda n: n,
+            filter_groups_metric="acc",
+            train_batch_size=4,
+            gen_batch_size=1,
+        )
+        assert UntrainedGroups(LabelsConfig()).attach(buffer)
+        assert isinstance(buffer, cls) and type(buffer).__name__ == f"DEPOLabelled{cls.__name__}"
+        assert isinstance(buffer.finished_keys["train"], set) and isinstance(buffer.partitions["train"], dict)
+    assert not UntrainedGroups(LabelsConfig()).attach(object())  # a custom sampler: warned, not labelled
 
 
 # ----------------------------------------------------------------------------- fakes

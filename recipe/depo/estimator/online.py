@@ -36,7 +36,8 @@ class _Labelled:
         return {
             "prompts": self.prompts,
             "mean_k": self.mean_k.tolist(),
-            "avg_logprob": None if self.logprob is None else self.logprob.tolist(),
+            # JSON has no NaN: a prompt without a distill target is written as null
+            "avg_logprob": None if self.logprob is None else _nan_to_none(self.logprob),
         }
 
     @classmethod
@@ -46,8 +47,14 @@ class _Labelled:
         return cls(
             prompts=prompts,
             mean_k=_check_mean_k(entry["mean_k"], len(prompts)),
-            logprob=None if logprob is None else _check_avg_logprob(logprob, len(prompts)),
+            logprob=None
+            if logprob is None
+            else _check_avg_logprob([np.nan if x is None else x for x in logprob], len(prompts)),
         )
+
+
+def _nan_to_none(values: np.ndarray) -> list[float | None]:
+    return [None if math.isnan(x) else x for x in values.tolist()]
 
 
 # ----------------------------------------------------------------------------- validation
@@ -63,7 +70,7 @@ def _check_prompts(prompts: Any) -> list[str]:
     return prompts
 
 
-def _as_float_array(values: Any, name: str, n: int) -> np.ndarray:
+def _as_float_array(values: Any, name: str, n: int, allow_nan: bool = False) -> np.ndarray:
     if isinstance(values, torch.Tensor):
         values = values.detach().cpu().numpy()
     try:
@@ -76,9 +83,10 @@ def _as_float_array(values: Any, name: str, n: int) -> np.ndarray:
         raise ValueError(f"{name} must not be empty")
     if arr.shape[0] != n:
         raise ValueError(f"{name} has {arr.shape[0]} entries but prompts has {n}")
-    bad = ~np.isfinite(arr)
+    bad = np.isinf(arr) if allow_nan else ~np.isfinite(arr)
     if bad.any():
-        raise ValueError(f"{name} contains NaN or inf (first at index {int(np.argmax(bad))})")
+        what = "inf" if allow_nan else "NaN or inf"
+        raise ValueError(f"{name} contains {what} (first at index {int(np.argmax(bad))})")
     return arr
 
 
@@ -97,7 +105,8 @@ LOGPROB_POSITIVE_TOLERANCE = 1e-3
 
 
 def _check_avg_logprob(avg_logprob: Any, n: int) -> np.ndarray:
-    arr = _as_float_array(avg_logprob, "avg_logprob", n)
+    """NaN marks a prompt without a distill target (no log-probs for its group); inf is an error."""
+    arr = _as_float_array(avg_logprob, "avg_logprob", n, allow_nan=True)
     bad = arr > LOGPROB_POSITIVE_TOLERANCE
     if bad.any():
         i = int(np.argmax(bad))
@@ -296,7 +305,9 @@ class OnlineEstimator:
 
         ``mean_k``: per-prompt accuracy over the k rollouts, in [0, 1]. ``avg_logprob``: per-prompt
         mean response-token log-prob (<= 0); None turns the distill term off for these prompts
-        (the caller has no rollout log-probs) rather than training it on a constant target.
+        (the caller has no rollout log-probs) rather than training it on a constant target, and a
+        NaN entry for that prompt alone (a group dropped by dynamic sampling before the actor
+        computed its log-probs): it is learnt from its mean@k only.
 
         Takes ``updates_per_step`` AdamW steps, each over these labels plus those of the previous
         ``replay_steps - 1`` calls (ranking pairs only within one call's prompts), then refits the

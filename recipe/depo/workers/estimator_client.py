@@ -110,23 +110,27 @@ class EstimatorClient:
         """One update on this step's labels; returns ``depo/*`` metrics, including how well the
         predictions the filter acted on (made before this update) match the labels.
 
-        ``submitted`` maps each uid the intake sent to rollout to its ``Submitted`` record.
+        ``submitted`` maps each uid the intake sent to rollout to its ``Submitted`` record. A prompt
+        without ``avg_logprob`` (NaN: a group dynamic sampling dropped before the actor computed its
+        log-probs, or no response token) is learnt from its mean@k alone (no distill target).
         """
         unknown = [uid for uid in labels.uids if uid not in submitted]
         if unknown:
-            raise RuntimeError(f"{len(unknown)} trained prompt(s) were not submitted by this step's intake")
-        usable = ~np.isnan(labels.avg_logprob)
-        texts = [submitted[uid].text for uid, ok in zip(labels.uids, usable) if ok]
-        out = {"depo/labels_dropped": float((~usable).sum())}
-        if texts:
-            metrics = self.update(texts, labels.mean_k[usable], labels.avg_logprob[usable])
-            out.update({f"depo/estimator/{k}": float(v) for k, v in metrics.items()})
+            raise RuntimeError(f"{len(unknown)} labelled prompt(s) were not submitted by DEPO's intake")
+        out: dict[str, float] = {}
+        if not len(labels):
+            return out
+        has_lp = ~np.isnan(labels.avg_logprob)
+        texts = [submitted[uid].text for uid in labels.uids]
+        metrics = self.update(texts, labels.mean_k, labels.avg_logprob)
+        out.update({f"depo/estimator/{k}": float(v) for k, v in metrics.items()})
+        out["depo/labels_without_logprob"] = float((~has_lp).sum())
         predictions = np.array([submitted[uid].prediction for uid in labels.uids], dtype=np.float64)
         targets = labels.mean_k.astype(np.float64)
         out["depo/target_mean"] = float(targets.mean())
-        if usable.any():
+        if has_lp.any():
             # The distill head's target (the actor's confidence), as the estimator sees it.
-            confidence = distill_target(torch.from_numpy(labels.avg_logprob[usable]))
+            confidence = distill_target(torch.from_numpy(labels.avg_logprob[has_lp]))
             out["depo/distill_target_mean"] = float(confidence.mean())
         out["depo/calib_mae"] = float(np.abs(predictions - targets).mean())
         out["depo/spearman"] = spearman(predictions, targets) if len(predictions) > 1 else float("nan")
