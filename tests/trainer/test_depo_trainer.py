@@ -404,7 +404,7 @@ def test_shadow_mode_trains_on_verls_own_batches_and_history_selectors_start_no_
 PATTERNS = ([1, 1], [0, 0], [1, 0], [0, 1])  # in turn, by submission: all right, all wrong, mixed, mixed
 
 
-def test_dynamic_sampling_labels_the_groups_verl_drops_untrained_once(env, trainer, monkeypatch):
+def test_dynamic_sampling_labels_the_groups_verl_drops_untrained_once(ray_env, trainer, monkeypatch):
     """verl's own sync replay buffer with DAPO's group filter (algorithm.filter_groups): it evicts
     the all-right and all-wrong groups, refills through DEPO's intake, and discards the surplus;
     DEPO learns every finished group once, trained or not. The rollout is written to TransferQueue
@@ -412,7 +412,7 @@ def test_dynamic_sampling_labels_the_groups_verl_drops_untrained_once(env, train
     import transfer_queue as tq
     from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 
-    t = _build(env, algorithm__filter_groups__enable=True, algorithm__filter_groups__metric="acc")
+    t = _build(ray_env, algorithm__filter_groups__enable=True, algorithm__filter_groups__metric="acc")
     assert type(t.replay_buffer).__name__ == "DEPOLabelledReplayBuffer"
     t.estimator = trainer.estimator  # the running worker
     rolled = {}
