@@ -140,9 +140,10 @@ def read_labels(batch: KVBatchMeta, config: LabelsConfig) -> PromptLabels:
     """Per-prompt labels of a trained batch, read from TransferQueue by key (padding rows skipped)."""
     keys = [k for k, tag in zip(batch.keys, batch.tags) if not tag.get("is_padding", False)]
     lp_field = config.logprob_source
-    data = _kv_get(keys, batch.partition_id, ["uid", "extra_fields", "response_mask", lp_field])
+    fields = ["uid", "extra_fields", "response_mask", lp_field]
+    data = _kv_get(keys, batch.partition_id, fields)
     # TransferQueue silently omits fields no row has; name the setting that would provide it.
-    missing = [name for name in ("uid", "extra_fields", "response_mask", lp_field) if name not in data.keys()]
+    missing = [name for name in fields if name not in data.keys()]
     if missing:
         hint = {
             "extra_fields": f"the reward extras holding {config.acc_key!r} ({ACC_KEY_CONFIG})",
