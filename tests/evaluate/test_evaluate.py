@@ -163,3 +163,23 @@ def test_bad_input_is_one_clear_error_before_any_generation(case, message, tiny_
     assert cli.main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err and "\n" not in err, err
+
+
+@pytest.mark.parametrize("flag", [False, True])
+def test_enforce_eager_reaches_vllm_only_when_asked(flag, tiny_policy, monkeypatch):
+    """vLLM is not in this environment (a GPU engine; the vLLM venv's evaluate runs are in
+    tests/launchers): a stand-in ``vllm.LLM`` records what evaluate's backend hands it."""
+    import sys
+    import types
+
+    seen = {}
+    fake = types.ModuleType("vllm")
+    fake.LLM = lambda **kwargs: seen.update(kwargs)
+    monkeypatch.setitem(sys.modules, "vllm", fake)
+    from recipe.depo.evaluate.backends import VLLMBackend
+
+    VLLMBackend(str(tiny_policy), seed=3, enforce_eager=flag)
+    assert seen["model"] == str(tiny_policy) and seen["seed"] == 3
+    assert seen.get("enforce_eager", False) is flag
+    args = cli.parser().parse_args(["--model", "m", "--data", "d", "--output", "o", *(["--enforce-eager"] * flag)])
+    assert args.enforce_eager is flag

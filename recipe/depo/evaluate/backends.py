@@ -129,11 +129,20 @@ class HFBackend:
 
 
 class VLLMBackend:
-    def __init__(self, model_path: str, tensor_parallel_size: int = 1, max_model_len: int | None = None, seed: int = 0):
+    def __init__(
+        self,
+        model_path: str,
+        tensor_parallel_size: int = 1,
+        max_model_len: int | None = None,
+        seed: int = 0,
+        enforce_eager: bool = False,
+    ):
         from vllm import LLM
 
         self.tokenizer = _load_tokenizer(model_path)
         kwargs = dict(model=model_path, tensor_parallel_size=tensor_parallel_size, seed=seed)
+        if enforce_eager:
+            kwargs["enforce_eager"] = True
         if max_model_len:
             kwargs["max_model_len"] = max_model_len
         self.llm = LLM(**kwargs)

@@ -52,6 +52,11 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--tensor-parallel-size", type=int, default=1, help="vLLM tensor parallelism")
     p.add_argument(
+        "--enforce-eager",
+        action="store_true",
+        help="vLLM without compilation or CUDA graphs: a faster start for short evaluations (and on CPU)",
+    )
+    p.add_argument(
         "--merged-dir", default=None, help="where a verl checkpoint's merged actor goes (default OUTPUT/merged_model)"
     )
     return p
@@ -129,7 +134,9 @@ def _load_backend(args: argparse.Namespace, located, backend_name: str, merged_d
     try:
         path = loadable_path(located, merged_dir)
         if backend_name == "vllm":
-            return VLLMBackend(path, tensor_parallel_size=args.tensor_parallel_size, seed=args.seed)
+            return VLLMBackend(
+                path, tensor_parallel_size=args.tensor_parallel_size, seed=args.seed, enforce_eager=args.enforce_eager
+            )
         return HFBackend(path)
     except EvalError:
         raise
