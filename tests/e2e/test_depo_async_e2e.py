@@ -17,9 +17,17 @@ import json
 from pathlib import Path
 
 import pytest
-from demo_launch import DEPO_ENTRY, launch, metric_records, train_steps, warmup_then_filter_overrides
+from demo_launch import (
+    BATCH,
+    DEPO_ENTRY,
+    TINY_RUN,
+    N,
+    launch,
+    metric_records,
+    train_steps,
+    warmup_then_filter_overrides,
+)
 
-BATCH, N = 8, 4
 LOW, HIGH = 0.3, 0.7
 
 
@@ -35,11 +43,7 @@ def run(out_dir: Path, encoder: str, log_name: str, steps: int, save_freq: int, 
         timeout=600,
         TRAINER_MODE=mode,
         ROLLOUT="hf",
-        POLICY="tiny",
-        TRAIN_SIZE=96,
-        VAL_SIZE=24,
-        BATCH=BATCH,
-        N=N,
+        **TINY_RUN,
         STEPS=steps,
         SAVE_FREQ=save_freq,
         TEST_FREQ=-1,

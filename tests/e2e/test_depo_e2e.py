@@ -9,9 +9,11 @@ the zero-advantage share is logged; the resumed run continues the global step, t
 (Adam's step counter), the estimator (update count) and the filter (counters, carry-over); the
 rollout server's log-probs agree with the actor's recomputation (so the per-step weight sync reaches
 it); the last checkpoint is evaluated and the run reported. This is the default suite's end-to-end
-test (CI), run twice: with the plugin's transformers rollout (`hf`, about 4 minutes on a 2-core
-machine) and with verl's own vLLM rollout (`vllm`, the GPU launchers' code path, in the vLLM venv
-from `bash examples/install_cpu.sh --vllm`; about 5 minutes).
+test (CI) with the plugin's transformers rollout (`hf`, about 4 minutes on a 2-core machine); the
+same run with verl's own vLLM rollout (`vllm`, the GPU launchers' code path, in the vLLM venv from
+`bash examples/install_cpu.sh --vllm`; about 5 minutes) is slow: the default suite takes DEPO through
+that rollout with run_depo_qwen7b.sh's two CPU steps (tests/launchers), which also evaluate its
+checkpoint with evaluate's vLLM backend.
 
 The `hf` run also masks zero-advantage groups out of the actor's loss
 (`depo.advantage_filter.mask_zero_adv_groups`) over two PPO mini-batches a step, so the masking hook
@@ -26,9 +28,18 @@ import os
 import subprocess
 
 import pytest
-from demo_launch import DEPO_ENTRY, launch, metric_records, train_steps, validation_steps, warmup_then_filter_overrides
+from demo_launch import (
+    BATCH,
+    DEPO_ENTRY,
+    TINY_RUN,
+    N,
+    launch,
+    metric_records,
+    train_steps,
+    validation_steps,
+    warmup_then_filter_overrides,
+)
 
-BATCH, N = 8, 4
 LOW, HIGH = 0.3, 0.7
 # PPO mini-batches per step: the hf run trains with zero-advantage masking over two
 MINI_BATCHES = {"hf": 2, "vllm": 1}
@@ -37,11 +48,7 @@ MINI_BATCHES = {"hf": 2, "vllm": 1}
 def _launch(out_dir, encoder: str, log_name: str, steps: int, save_freq: int, resume: str, test_freq=-1, rollout="hf"):
     knobs = dict(
         ROLLOUT=rollout,
-        POLICY="tiny",  # the policy checked below (ensure_tiny_policy) and greedy validation
-        TRAIN_SIZE=96,
-        VAL_SIZE=24,
-        BATCH=BATCH,
-        N=N,
+        **TINY_RUN,  # the tiny policy, checked below (ensure_tiny_policy), and greedy validation
         STEPS=steps,
         SAVE_FREQ=save_freq,
         TEST_FREQ=test_freq,
@@ -81,7 +88,9 @@ def _check_masking(steps: dict) -> None:
 
 
 @pytest.mark.ray
-@pytest.mark.parametrize("rollout", ["hf", "vllm"])
+# the vLLM run is slow (about 5 minutes): run_depo_qwen7b.sh's two CPU steps in the default suite take
+# DEPO through verl's vLLM rollout and evaluate its checkpoint with the vLLM backend
+@pytest.mark.parametrize("rollout", ["hf", pytest.param("vllm", marks=pytest.mark.slow)])
 def test_depo_across_warmup_then_resume(tmp_path, e2e_encoder, adam_steps, rollout, request):
     if rollout == "vllm":
         request.getfixturevalue("vllm_python")  # skips, or fails in CI, without the vLLM venv
@@ -190,7 +199,7 @@ def test_depo_across_warmup_then_resume(tmp_path, e2e_encoder, adam_steps, rollo
         # a checkpoint is read by the torch that wrote it (torch 2.11's pickled device mesh does not
         # load in 2.13), so the vLLM run's checkpoint is merged and evaluated in the vLLM venv, with
         # evaluate's vLLM backend (offline LLM.generate on CPU)
-        cmd = [vllm_python, "-m", "recipe.depo.evaluate", *argv, "--backend", "vllm"]
+        cmd = [vllm_python, "-m", "recipe.depo.evaluate", *argv, "--backend", "vllm", "--enforce-eager"]
         env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1", VLLM_CPU_OMP_THREADS_BIND="nobind")
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]

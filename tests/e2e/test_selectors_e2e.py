@@ -15,9 +15,10 @@ same data and seed (the `grpo_run` fixture's two steps, which test_e2e_cpu_grpo.
 resumes): every step rolls out exactly the prompts GRPO rolls out, while the estimator scores and
 learns and the would-be rejections are scored against the outcomes (`depo/shadow/*`).
 
-The GRESO run and the shadow run are part of the default suite (about 3.5 and 2.5 minutes on a
-2-core machine); the shadow run's fast counterpart is tests/trainer/test_depo_trainer.py's shadow
-test (the trainer's batches against plain verl's, without model workers).
+The shadow run is part of the default suite (about 2.5 minutes on a 2-core machine; its fast
+counterpart is tests/trainer/test_depo_trainer.py's shadow test, the trainer's batches against plain
+verl's without model workers). The GRESO run (about 3.5 minutes) is slow: its fast counterparts,
+named in tests/layout/test_ci_coverage.py, test the same properties without a launch.
 """
 
 import json
@@ -70,6 +71,7 @@ def _state(out_dir: Path, step: int) -> dict:
     return json.loads((folder / "state.json").read_text())["filter"]
 
 
+@pytest.mark.slow
 @pytest.mark.ray
 def test_greso_trains_without_an_estimator_and_resumes_its_state(tmp_path):
     steps = _launch(tmp_path, "run1", steps=2, resume="disable", overrides=GRESO, **GRESO_KNOBS)

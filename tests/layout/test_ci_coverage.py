@@ -9,14 +9,34 @@ REPO = Path(__file__).resolve().parents[2]
 
 # slow test -> the default-suite tests that fail on what would break it, and why that is enough.
 FAST_COUNTERPARTS = {
-    # The posterior and the hybrid through the real trainer for two steps: the GRESO run (default
-    # suite) goes through the same trainer path for a selector without an estimator, test_depo_e2e
-    # for one with; each selector's intake decisions, learning and exact checkpoint state are tested
-    # through the real intake. Not covered: a breakage only the two together would show in a launch.
+    # The history selectors through a launch: the trainer test starts GRESO's and the posterior's
+    # trainer through verl's constructors and on_init_end and finds no estimator worker; each
+    # selector's intake decisions, learning and exact checkpoint state (the next step's selection
+    # from a restored state) are tested through the real intake; test_depo_e2e launches the same
+    # trainer, resumed, for the estimator's selector. Not covered: a breakage only a launch with
+    # SELECTOR=greso (the launcher knob, hydra) or a resumed history selector would show.
+    "tests/e2e/test_selectors_e2e.py::test_greso_trains_without_an_estimator_and_resumes_its_state": [
+        "tests/trainer/test_depo_trainer.py::test_shadow_mode_trains_on_verls_own_batches_and_history_selectors_start_no_estimator",
+        "tests/trainer/test_depo_selector_intake.py::test_greso_skips_a_prompt_by_its_own_history_without_an_estimator",
+        "tests/trainer/test_depo_selector_intake.py::test_checkpoint_state_gives_the_next_steps_selection_exactly",
+        "tests/e2e/test_depo_e2e.py::test_depo_across_warmup_then_resume",
+    ],
+    # The posterior and the hybrid through the real trainer for two steps: the same counterparts as
+    # GRESO's run (the hybrid is the estimator's selector plus a history). Not covered: a breakage
+    # only the two together would show in a launch.
     "tests/e2e/test_selectors_e2e.py::test_each_other_selector_trains_through_the_real_trainer": [
-        "tests/e2e/test_selectors_e2e.py::test_greso_trains_without_an_estimator_and_resumes_its_state",
+        "tests/trainer/test_depo_trainer.py::test_shadow_mode_trains_on_verls_own_batches_and_history_selectors_start_no_estimator",
         "tests/e2e/test_depo_e2e.py::test_depo_across_warmup_then_resume",
         "tests/trainer/test_depo_selector_intake.py::test_checkpoint_state_gives_the_next_steps_selection_exactly",
+    ],
+    # DEPO with verl's vLLM rollout across warm-up (about 5 min): the hf run of the same test checks
+    # everything the trainer does after warm-up (the intake is ahead of, and blind to, the rollout);
+    # run_depo_qwen7b.sh's two CPU steps take DEPO through verl's vLLM server with weight sync
+    # checked every step, and evaluate that run's checkpoint (the vLLM venv's torch) with evaluate's
+    # vLLM backend. Not covered: a filtered (post-warm-up) step served by vLLM.
+    "tests/e2e/test_depo_e2e.py::test_depo_across_warmup_then_resume": [
+        "tests/e2e/test_depo_e2e.py::test_depo_across_warmup_then_resume",  # [hf]
+        "tests/launchers/test_gpu_launchers.py::test_gpu_launcher_two_steps_on_cpu",  # [run_depo_qwen7b.sh]
     ],
     # The 11 Table 1 launchers .ci/run does not train: each is the 7B DEPO launcher (trained for two
     # steps in the default suite) or one of the two .ci/run trains, with other knobs (model size,
