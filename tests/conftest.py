@@ -40,3 +40,37 @@ def vllm_python() -> str:
     # an environment that exists but is incomplete is always a failure: someone meant to use it
     assert check.returncode == 0, f"vLLM environment at {venv} is incomplete:\n{check.stderr}"
     return str(python)
+
+
+@pytest.fixture(scope="session")
+def evaluate_in_vllm_venv(vllm_python):
+    """Evaluate a run's checkpoints in the vLLM venv with evaluate's vLLM backend (eager: the graph
+    compilation a GPU evaluation wants costs minutes on CPU). A checkpoint is read by the torch that
+    wrote it (torch 2.11's pickled device mesh does not load in 2.13), so where the light
+    environment's torch differs it must refuse the checkpoint in one line and write nothing."""
+
+    def run(checkpoints: Path, data: Path, output: Path, env: dict | None = None) -> None:
+        import json
+
+        import torch
+
+        from recipe.depo.evaluate import cli as evaluate
+
+        argv = ["--model", str(checkpoints), "--data", str(data), "--n", "2", "--limit", "6",
+                "--max-response-length", "12"]  # fmt: skip
+        venv_torch = subprocess.run(
+            [vllm_python, "-c", "import torch; print(torch.__version__)"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        if venv_torch != torch.__version__:
+            light = output.with_name(output.name + "_light")
+            assert evaluate.main([*argv, "--output", str(light)]) == 2
+            assert not (light / "merged_model").exists()
+        cmd = [vllm_python, "-m", "recipe.depo.evaluate", *argv, "--output", str(output), "--backend", "vllm",
+               "--enforce-eager"]  # fmt: skip
+        run_env = {**(env if env is not None else os.environ), "PYTHONPATH": str(REPO)}
+        run_env.update(VLLM_CPU_KVCACHE_SPACE="1", VLLM_CPU_OMP_THREADS_BIND="nobind")
+        proc = subprocess.run(cmd, cwd=REPO, env=run_env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+        assert json.loads((output / "summary.json").read_text())["settings"]["backend"] == "vllm"
+
+    return run

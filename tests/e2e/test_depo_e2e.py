@@ -24,8 +24,6 @@ run 1; its checkpoint is evaluated with evaluate's vLLM backend.
 """
 
 import json
-import os
-import subprocess
 
 import pytest
 from demo_launch import (
@@ -183,27 +181,14 @@ def test_depo_across_warmup_then_resume(tmp_path, e2e_encoder, adam_steps, rollo
 
     parts = len(list(tmp_path.glob("metrics.*.jsonl")))
     assert (tmp_path / "config.yaml").is_file() and parts == (1 if last == 4 else 0)
-    argv = ["--model", str(tmp_path / "checkpoints"), "--data", str(tmp_path / "data" / "val.parquet"),
-            "--output", str(tmp_path / "eval"), "--n", "2", "--limit", "6", "--max-response-length", "12"]  # fmt: skip
     if rollout == "hf":
+        data = str(tmp_path / "data" / "val.parquet")
+        argv = ["--model", str(tmp_path / "checkpoints"), "--data", data, "--output", str(tmp_path / "eval"),
+                "--n", "2", "--limit", "6", "--max-response-length", "12"]  # fmt: skip
         assert evaluate.main(argv) == 0
-    else:
-        vllm_python = request.getfixturevalue("vllm_python")
-        venv_torch = subprocess.run(
-            [vllm_python, "-c", "import torch; print(torch.__version__)"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-        if venv_torch != torch.__version__:
-            # the light env cannot read shards pickled by another torch: one clear line, nothing written
-            assert evaluate.main([*argv, "--output", str(tmp_path / "eval_light")]) == 2
-            assert not (tmp_path / "eval_light" / "merged_model").exists()
-        # a checkpoint is read by the torch that wrote it (torch 2.11's pickled device mesh does not
-        # load in 2.13), so the vLLM run's checkpoint is merged and evaluated in the vLLM venv, with
-        # evaluate's vLLM backend (offline LLM.generate on CPU)
-        cmd = [vllm_python, "-m", "recipe.depo.evaluate", *argv, "--backend", "vllm", "--enforce-eager"]
-        env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1", VLLM_CPU_OMP_THREADS_BIND="nobind")
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-        assert json.loads((tmp_path / "eval" / "summary.json").read_text())["settings"]["backend"] == "vllm"
+    else:  # the vLLM run's checkpoint (torch 2.11) in the vLLM venv, with evaluate's vLLM backend
+        evaluate_in_vllm_venv = request.getfixturevalue("evaluate_in_vllm_venv")
+        evaluate_in_vllm_venv(tmp_path / "checkpoints", tmp_path / "data" / "val.parquet", tmp_path / "eval")
     merged = load_file(tmp_path / "eval" / "merged_model" / "model.safetensors")
     start = load_file(ensure_tiny_policy() / "model.safetensors")  # the policy the launcher trained
     assert merged.keys() == start.keys() and all(merged[k].shape == start[k].shape for k in start)

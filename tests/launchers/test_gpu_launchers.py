@@ -380,7 +380,7 @@ def _effective_knobs(launcher: str) -> dict[str, str]:
 @pytest.mark.parametrize(
     "launcher", [pytest.param(n, marks=() if n == IN_DEFAULT_SUITE else pytest.mark.slow) for n in GPU_LAUNCHERS]
 )
-def test_gpu_launcher_two_steps_on_cpu(launcher, tmp_path, vllm_python):
+def test_gpu_launcher_two_steps_on_cpu(launcher, tmp_path, vllm_python, request):
     out_dir = tmp_path / launcher.removesuffix(".sh")
     env = {k: v for k, v in os.environ.items() if not k.startswith("VERL_")}
     env.update(OUT_DIR=str(out_dir), DATA_DIR=str(tmp_path / "data"), TIMEOUT_S="600")
@@ -426,38 +426,16 @@ def test_gpu_launcher_two_steps_on_cpu(launcher, tmp_path, vllm_python):
     assert report.returncode == 0, report.stderr[-3000:]
     assert (tmp_path / "report" / "report.md").is_file()
     if launcher == IN_DEFAULT_SUITE:
-        _evaluate_with_vllm(out_dir, tmp_path, vllm_python, env)
+        # the checkpoint (the vLLM venv's torch) merged and evaluated with evaluate's vLLM backend
+        evaluate_in_vllm_venv = request.getfixturevalue("evaluate_in_vllm_venv")
+        evaluate_in_vllm_venv(out_dir / "checkpoints", tmp_path / "data" / "val.parquet", tmp_path / "eval", env)
+        from safetensors.torch import load_file
 
+        from recipe.depo.demo.tiny_policy import ensure_tiny_policy
 
-def _evaluate_with_vllm(out_dir: Path, tmp_path: Path, vllm_python: str, env: dict) -> None:
-    """The run's last checkpoint, written by the vLLM venv's torch, merged and evaluated there with
-    evaluate's vLLM backend (offline LLM.generate on CPU); in the light environment, whose torch
-    cannot unpickle another torch's shards, one clear refusal and nothing written."""
-    import torch
-    from safetensors.torch import load_file
-
-    from recipe.depo.demo.tiny_policy import ensure_tiny_policy
-    from recipe.depo.evaluate import cli as evaluate
-
-    argv = ["--model", str(out_dir / "checkpoints"), "--data", str(tmp_path / "data" / "val.parquet"),
-            "--n", "2", "--limit", "6", "--max-response-length", "12"]  # fmt: skip
-    venv_torch = subprocess.run(
-        [vllm_python, "-c", "import torch; print(torch.__version__)"], capture_output=True, text=True, check=True
-    ).stdout.strip()
-    if venv_torch != torch.__version__:
-        assert evaluate.main([*argv, "--output", str(tmp_path / "eval_light")]) == 2
-        assert not (tmp_path / "eval_light" / "merged_model").exists()
-    # eager: the graph compilation a GPU evaluation wants costs minutes on CPU
-    cmd = [vllm_python, "-m", "recipe.depo.evaluate", *argv, "--output", str(tmp_path / "eval"), "--backend", "vllm",
-           "--enforce-eager"]  # fmt: skip
-    vllm_env = {**env, "PYTHONPATH": str(REPO), "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
-    proc = subprocess.run(cmd, cwd=REPO, env=vllm_env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
-    assert summary["settings"]["backend"] == "vllm"
-    merged = load_file(tmp_path / "eval" / "merged_model" / "model.safetensors")
-    start = load_file(ensure_tiny_policy() / "model.safetensors")  # the policy the runner trained
-    assert merged.keys() == start.keys() and all(merged[k].shape == start[k].shape for k in start)
+        merged = load_file(tmp_path / "eval" / "merged_model" / "model.safetensors")
+        start = load_file(ensure_tiny_policy() / "model.safetensors")  # the policy the runner trained
+        assert merged.keys() == start.keys() and all(merged[k].shape == start[k].shape for k in start)
 
 
 def test_the_gpu_extra_brings_flash_attn_and_vllm_at_verls_pin(monkeypatch):
