@@ -279,6 +279,8 @@ def run_one(method: str, seed: int, run_dir: Path, data_dir: Path, args: argpars
     env.update(
         OUT_DIR=str(run_dir), DATA_DIR=str(data_dir), SEED=str(seed), REPORT="0", EXPERIMENT=f"learn_{method}_s{seed}"
     )
+    # a cap, not a setting: not in run_env, so raising it keeps finished runs reusable
+    env["TIMEOUT_S"] = str(args.run_timeout)
     # one data set for every run: the launcher builds it from SEED when absent, so build it first
     run_dir.mkdir(parents=True, exist_ok=True)
     log = run_dir / "bench.log"
@@ -456,6 +458,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-size", type=int, default=1200)
     parser.add_argument("--lr", default=None, help="actor learning rate (default: the launcher's)")
     parser.add_argument("--lock", default=None, help="take this file's lock around each run")
+    parser.add_argument(
+        "--run-timeout",
+        type=int,
+        default=3600,
+        help="seconds one run may take before it is stopped (the demo launcher's own 840 s is for the demo;"
+        " a 30-step DAPO run took 11-14 min here)",
+    )
     args = parser.parse_args(argv)
     try:
         default_methods, default_seeds = (QUICK_METHODS, "0") if args.quick else (DEFAULT_METHODS, "0,1,2")
@@ -467,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.test_freq is None:
             # a validation (960 sampled answers) costs ~45 s here, more than ten training steps
             args.test_freq = 5 if args.quick else 10
-        for flag in ("steps", "batch", "n", "test_freq", "val_n", "val_size", "train_size"):
+        for flag in ("steps", "batch", "n", "test_freq", "val_n", "val_size", "train_size", "run_timeout"):
             value = getattr(args, flag)
             if value < 1:
                 raise BenchError(f"--{flag.replace('_', '-')} must be a positive integer, got {value}")

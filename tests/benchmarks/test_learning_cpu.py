@@ -137,6 +137,7 @@ def _cli(args, cwd, timeout=120):
         (["--seeds", " , "], "--seeds is empty"),
         (["--seeds", "0,x"], "--seeds must be comma-separated integers"),
         (["--steps", "0"], "--steps must be a positive integer"),
+        (["--run-timeout", "0"], "--run-timeout must be a positive integer"),
     ],
 )
 def test_bad_flags_are_one_line_and_write_nothing(args, message, tmp_path):
