@@ -76,7 +76,13 @@ def test_a_small_build_publishes_both_policies_complete(tmp_path, monkeypatch):
         hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64, steps=2, batch_size=4
     )
     spec = NoisyPolicySpec(base=base, steps=2, batch_size=4)
-    path = noisy_policy.ensure_noisy_policy(spec, tmp_path, evaluate=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        path = noisy_policy.ensure_noisy_policy(spec, tmp_path, evaluate=False)
+        assert torch.get_num_threads() == 2  # the builds' one thread is not left on the caller
+    finally:
+        torch.set_num_threads(threads)
     assert path == noisy_policy.policy_dir(spec, tmp_path)
     base_dir = tmp_path / f"tiny-policy-{base.digest()}"
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([path.name, base_dir.name])  # no staging left

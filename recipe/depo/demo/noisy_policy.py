@@ -45,6 +45,7 @@ import torch
 from recipe.depo.demo.tiny_policy import (
     TinyPolicySpec,
     answer_sft,
+    build_threads,
     chat_prompt_ids,
     default_cache_root,
     ensure_tiny_policy,
@@ -197,23 +198,22 @@ def ensure_noisy_policy(
         raise NotADirectoryError(f"cache root {target.parent} is not a directory")
     target.parent.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    # One thread: on the shared 2-core machine extra torch threads only contend (see tiny_policy).
-    torch.set_num_threads(int(os.environ.get("DEPO_CPU_THREADS", "1")))
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    base_dir = ensure_tiny_policy(spec.base, cache_root, evaluate=False)
-    tokenizer = AutoTokenizer.from_pretrained(base_dir)
-    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
-    losses = warm_start(spec, model, tokenizer)
-    info = {
-        "spec": dataclasses.asdict(spec),
-        "final_loss": sum(losses[-50:]) / min(50, len(losses)),
-        "base": str(base_dir),
-        "train_seconds": round(time.time() - started, 1),
-        "parameters": sum(p.numel() for p in model.parameters()),
-    }
-    if evaluate:
-        info["tier_accuracy"] = sampled_tier_accuracy(model, tokenizer, per_tier=40)
+    with build_threads():
+        base_dir = ensure_tiny_policy(spec.base, cache_root, evaluate=False)
+        tokenizer = AutoTokenizer.from_pretrained(base_dir)
+        model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+        losses = warm_start(spec, model, tokenizer)
+        info = {
+            "spec": dataclasses.asdict(spec),
+            "final_loss": sum(losses[-50:]) / min(50, len(losses)),
+            "base": str(base_dir),
+            "train_seconds": round(time.time() - started, 1),
+            "parameters": sum(p.numel() for p in model.parameters()),
+        }
+        if evaluate:
+            info["tier_accuracy"] = sampled_tier_accuracy(model, tokenizer, per_tier=40)
     publish(target, model, tokenizer, "depo_noisy_policy.json", info)
     return target
 

@@ -28,7 +28,8 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -294,6 +295,20 @@ def publish(target: Path, model, tokenizer, info_name: str, info: dict) -> None:
             shutil.rmtree(staging, ignore_errors=True)
 
 
+@contextmanager
+def build_threads() -> Iterator[None]:
+    """torch's thread count for a warm-start build (DEPO_CPU_THREADS, default 1), given back after:
+    the caller (a test session, a benchmark) keeps its own."""
+    before = torch.get_num_threads()
+    # One thread: on this shared 2-core machine a second torch thread fights other processes
+    # for the core and made a warm-start step ~20x slower; the model is too small to gain from it.
+    torch.set_num_threads(int(os.environ.get("DEPO_CPU_THREADS", "1")))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def ensure_tiny_policy(
     spec: TinyPolicySpec | None = None, cache_root: str | os.PathLike | None = None, evaluate: bool = True
 ) -> Path:
@@ -304,20 +319,18 @@ def ensure_tiny_policy(
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    # One thread: on this shared 2-core machine a second torch thread fights other processes
-    # for the core and made a warm-start step ~20x slower; the model is too small to gain from it.
-    torch.set_num_threads(int(os.environ.get("DEPO_CPU_THREADS", "1")))
-    tokenizer = build_tokenizer()
-    model = build_model(spec, tokenizer)
-    losses = warm_start(spec, model, tokenizer)
-    info = {
-        "spec": dataclasses.asdict(spec),
-        "final_loss": sum(losses[-50:]) / min(50, len(losses)),
-        "train_seconds": round(time.time() - started, 1),
-        "parameters": sum(p.numel() for p in model.parameters()),
-    }
-    if evaluate:
-        info["greedy_tier_accuracy"] = tier_accuracy(model, tokenizer)
+    with build_threads():
+        tokenizer = build_tokenizer()
+        model = build_model(spec, tokenizer)
+        losses = warm_start(spec, model, tokenizer)
+        info = {
+            "spec": dataclasses.asdict(spec),
+            "final_loss": sum(losses[-50:]) / min(50, len(losses)),
+            "train_seconds": round(time.time() - started, 1),
+            "parameters": sum(p.numel() for p in model.parameters()),
+        }
+        if evaluate:
+            info["greedy_tier_accuracy"] = tier_accuracy(model, tokenizer)
     publish(target, model, tokenizer, "depo_tiny_policy.json", info)
     return target
 
