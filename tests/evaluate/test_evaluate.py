@@ -60,6 +60,47 @@ def test_scores_are_the_reward_of_the_decoded_responses(tiny_policy, eval_dir):
     assert [g.token_ids for g in again] == [g.token_ids for g in gens]
 
 
+def test_a_querys_samples_do_not_depend_on_the_batch_it_shares(tiny_policy):
+    """Queries of different lengths batch together (left-padded); each row samples from its own seed."""
+    from recipe.depo.evaluate.backends import Sampling, chat_ids
+
+    backend = HFBackend(tiny_policy)
+    prompts = [chat_ids(backend.tokenizer, [{"role": "user", "content": q}]) for q in ("2+3=?", "17*23+456=?", "9-4=?")]
+    assert len({len(p) for p in prompts}) > 1
+    sampling = Sampling(n=3, temperature=1.0, top_p=1.0, max_response_length=10)
+    alone = backend.generate([prompts[1]], [11], sampling)[0]
+    batched = backend.generate(prompts, [5, 11, 7], sampling)
+    assert [g.token_ids for g in batched[1]] == [g.token_ids for g in alone]
+    # and the samples are samples: other seeds draw otherwise
+    others = [g.token_ids for q in backend.generate([prompts[1]] * 4, [1, 2, 3, 4], sampling) for g in q]
+    assert len({tuple(t) for t in others}) > 1
+
+
+@pytest.mark.parametrize(
+    "temperature, top_p, expected",
+    [
+        (1.0, 1.0, [0.5, 0.3, 0.15, 0.05]),
+        # top-p 0.75: the tail 0.05 + 0.15 <= 0.25 goes, the nucleus renormalised: 0.5 / 0.8, 0.3 / 0.8
+        (1.0, 0.75, [0.625, 0.375, 0.0, 0.0]),
+        # temperature 2: p ** (1 / 2), renormalised (their sum is 1.8657)
+        (2.0, 1.0, [0.5**0.5 / 1.8657, 0.3**0.5 / 1.8657, 0.15**0.5 / 1.8657, 0.05**0.5 / 1.8657]),
+    ],
+)
+def test_row_seeded_sampler_draws_from_the_tempered_nucleus(temperature, top_p, expected):
+    import torch
+
+    from recipe.depo.evaluate.backends import RowSeededSampler
+
+    rows = 20000
+    logits = torch.log(torch.tensor([0.5, 0.3, 0.15, 0.05])).repeat(rows, 1)
+    sampler = RowSeededSampler(list(range(rows)), temperature, top_p, "cpu")
+    picks = sampler(None, logits).argmax(dim=-1)
+    freq = torch.bincount(picks, minlength=4).float() / rows
+    # 4 standard errors of a proportion at 20,000 draws is at most 0.014
+    assert torch.allclose(freq, torch.tensor(expected), atol=0.014), (freq, expected)
+    assert all(freq[i] == 0 for i, e in enumerate(expected) if e == 0)
+
+
 def test_resume_after_an_interrupted_run_gives_the_uninterrupted_result(tiny_policy, eval_dir, tmp_path, monkeypatch):
     assert cli.main(_args(tiny_policy, eval_dir, tmp_path / "whole")) == 0
 

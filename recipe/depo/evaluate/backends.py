@@ -1,9 +1,10 @@
 """Generation backends for evaluate: n sampled responses per query.
 
-* ``hf``: transformers ``generate`` (what the CPU plugin's rollout server runs), one query at a
-  time with its n samples as one batch. The sampling RNG is seeded per query, so a query's
-  responses do not depend on which queries ran before it: a resumed run gives the same results
-  as an uninterrupted one.
+* ``hf``: transformers ``generate`` (what the CPU plugin's rollout server runs), a batch of queries
+  with their n samples each as one padded batch (at most ``HF_MAX_ROWS`` rows per call). Each row
+  samples with noise from its own generator, seeded from its query's seed and its sample index
+  (:class:`RowSeededSampler`), so a query's responses do not depend on which queries share its
+  batch: a resumed run gives the same results as an uninterrupted one.
 * ``vllm``: vLLM's offline ``LLM.generate`` with a per-request seed (same property).
 * ``auto``: vLLM when it is importable and a GPU is present, else ``hf``.
 """
@@ -17,6 +18,8 @@ from dataclasses import dataclass
 from recipe.depo.evaluate.data import EvalError
 
 BACKENDS = ("auto", "hf", "vllm")
+# rows (queries x samples) per hf generate call: bounds the padded batch's memory on a GPU
+HF_MAX_ROWS = 256
 
 
 @dataclass(frozen=True)
@@ -92,40 +95,94 @@ class HFBackend:
         self.max_positions = getattr(self.model.config, "max_position_embeddings", None)
 
     def generate(self, prompts: list[list[int]], seeds: list[int], sampling: Sampling) -> list[list[Generation]]:
-        return [self._one(ids, seed, sampling) for ids, seed in zip(prompts, seeds, strict=True)]
+        rows = [(q, j) for q in range(len(prompts)) for j in range(sampling.n)]
+        texts: list[list[Generation]] = [[] for _ in prompts]
+        for start in range(0, len(rows), max(HF_MAX_ROWS, sampling.n)):
+            chunk = rows[start : start + max(HF_MAX_ROWS, sampling.n)]
+            outputs = self._batch(
+                [prompts[q] for q, _ in chunk], [sample_seed(seeds[q], j) for q, j in chunk], sampling
+            )
+            for (q, _), generation in zip(chunk, outputs, strict=True):
+                texts[q].append(generation)
+        return texts
 
-    def _one(self, prompt: list[int], seed: int, sampling: Sampling) -> list[Generation]:
+    def _batch(self, prompts: list[list[int]], row_seeds: list[int], sampling: Sampling) -> list[Generation]:
         import torch
+        from transformers import LogitsProcessorList
 
+        longest = max(len(p) for p in prompts)
         max_new = sampling.max_response_length
         if self.max_positions:
-            max_new = min(max_new, self.max_positions - len(prompt))
+            max_new = min(max_new, self.max_positions - longest)
         if max_new < 1:
-            raise EvalError(f"a prompt of {len(prompt)} tokens leaves no room in the model's {self.max_positions}")
-        input_ids = torch.tensor([prompt] * sampling.n, dtype=torch.long, device=self.device)
-        greedy = sampling.temperature <= 0.0
+            raise EvalError(f"a prompt of {longest} tokens leaves no room in the model's {self.max_positions}")
+        # left padding: every row's next token is at the same position
+        input_ids = torch.full((len(prompts), longest), self.pad_id, dtype=torch.long)
+        attention_mask = torch.zeros_like(input_ids)
+        for row, prompt in enumerate(prompts):
+            input_ids[row, longest - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
+            attention_mask[row, longest - len(prompt) :] = 1
         kwargs = dict(
             max_new_tokens=max_new,
-            do_sample=not greedy,
+            do_sample=False,  # sampling, when asked, is RowSeededSampler's noise before the argmax
             eos_token_id=self.eos_ids or None,
             pad_token_id=self.pad_id,
-            attention_mask=torch.ones_like(input_ids),
+            attention_mask=attention_mask.to(self.device),
+            temperature=None,
+            top_p=None,
+            top_k=None,
         )
-        if greedy:
-            kwargs.update(temperature=None, top_p=None, top_k=None)
-        else:
-            kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
-        devices = [torch.device(self.device)] if self.device.startswith("cuda") else []
-        with torch.random.fork_rng(devices=devices), torch.no_grad():
-            torch.manual_seed(seed)
-            out = self.model.generate(input_ids, **kwargs)
+        if sampling.temperature > 0.0:
+            sampler = RowSeededSampler(row_seeds, sampling.temperature, sampling.top_p, self.device)
+            kwargs["logits_processor"] = LogitsProcessorList([sampler])
+        with torch.no_grad():
+            out = self.model.generate(input_ids.to(self.device), **kwargs)
         results = []
         eos = set(self.eos_ids)
-        for row in out[:, len(prompt) :].tolist():
+        for row in out[:, longest:].tolist():
             cut = next((pos + 1 for pos, tok in enumerate(row) if tok in eos), len(row))  # keep the stop token
             ids = row[:cut]
             results.append(Generation(ids, self.tokenizer.decode(ids, skip_special_tokens=True)))
         return results
+
+
+def sample_seed(query_seed: int, sample: int) -> int:
+    """The seed of a query's ``sample``-th response (31 bits, stable across runs and batches)."""
+    digest = hashlib.sha256(f"{query_seed}:{sample}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+class RowSeededSampler:
+    """A logits processor that turns greedy decoding into sampling with a generator per row.
+
+    Each row's scores become ``logits / temperature`` restricted to its top-p nucleus (as
+    transformers' ``TopPLogitsWarper``: the smallest set of most likely tokens whose probability
+    reaches ``top_p``) plus Gumbel noise from the row's own generator; the argmax of that is an
+    exact draw from the row's nucleus distribution (the Gumbel-max trick). What a row samples
+    therefore depends on its seed alone, not on the other rows of the batch, which one
+    ``torch.multinomial`` over the batch cannot give."""
+
+    def __init__(self, seeds: list[int], temperature: float, top_p: float, device: str) -> None:
+        import torch
+
+        self.temperature = float(temperature)
+        self.top_p = float(top_p)
+        self.generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        scores = scores.float() / self.temperature
+        if 0.0 < self.top_p < 1.0:
+            ordered, order = torch.sort(scores, dim=-1, descending=False)
+            tail = ordered.softmax(dim=-1).cumsum(dim=-1) <= 1.0 - self.top_p
+            tail[..., -1] = False  # the most likely token always stays
+            scores = scores.masked_fill(tail.scatter(-1, order, tail), float("-inf"))
+        uniform = torch.stack(
+            [torch.rand(scores.shape[-1], generator=g, device=scores.device) for g in self.generators]
+        )
+        gumbel = -torch.log(-torch.log(uniform.clamp(min=1e-20, max=1.0 - 1e-7)))
+        return scores + gumbel
 
 
 class VLLMBackend:
