@@ -40,6 +40,7 @@ sys.path.insert(0, str(REPO))
 
 MARKER = "learning_cpu.json"  # the settings this output directory was made with
 RUN_DONE = "learning_run.json"  # written into a run directory once its run finished
+EVAL_STEPS = "eval_steps"  # run_dir/eval_steps/step_N: checkpoint N evaluated (step_0: the warm start)
 
 # method -> (label, launcher environment, extra hydra overrides); "{warmup_paper}" is filled in
 METHODS: dict[str, tuple[str, dict[str, str], list[str]]] = {
@@ -90,8 +91,13 @@ def parse_seeds(text: str) -> list[int]:
 
 def curve_from_run(run) -> list[dict]:
     """One point per validation: cumulative rollouts generated (DAPO's discarded groups included)
-    and training seconds up to that step, the validation's mean accuracy over sources (%) and, where
-    the run dumped its validation answers, that measurement's standard error over prompts."""
+    and training seconds up to that step, the validation's mean accuracy over sources (%) and its
+    standard error over prompts.
+
+    Validations are the run's checkpoints evaluated after training (``eval_steps/step_N``, see
+    :func:`evaluate_checkpoints`) when the run has them, else verl's in-trainer validations (with
+    ``--validate trainer``). Training seconds leave out checkpoint saving (verl times it inside
+    ``timing_s/step``): the benchmark saves only to evaluate, as the trainer's validation is left out."""
     from recipe.depo.report.tables import _num, step_accounting, validation_accuracy, validation_se
 
     rollouts = {0: 0.0}
@@ -99,24 +105,50 @@ def curve_from_run(run) -> list[dict]:
     total_r = total_s = 0.0
     for step, data in sorted(run.steps.items()):
         total_r += step_accounting(run, step, data)["rollouts"]
-        total_s += _num(data, "timing_s/step") or 0.0
+        total_s += (_num(data, "timing_s/step") or 0.0) - (_num(data, "timing_s/save_checkpoint") or 0.0)
         rollouts[step], seconds[step] = total_r, total_s
+    points = checkpoint_validations(Path(run.path))
+    if not points:
+        for step, data in sorted(run.validations.items()):
+            per_set, _ = validation_accuracy(data)
+            if per_set:
+                se = validation_se(Path(run.path) / "validation" / f"{step}.jsonl")
+                points[step] = (mean(per_set.values()), se)
     curve = []
-    for step, data in sorted(run.validations.items()):
-        per_set, _ = validation_accuracy(data)
-        if not per_set:
-            continue
+    for step, (acc, se) in sorted(points.items()):
         upto = max(s for s in rollouts if s <= step)
         curve.append(
             {
                 "step": step,
                 "rollouts": round(rollouts[upto]),
                 "seconds": round(seconds[upto], 2),
-                "val_acc": round(mean(per_set.values()), 3),
-                "val_se": _round(validation_se(Path(run.path) / "validation" / f"{step}.jsonl")),
+                "val_acc": round(acc, 3),
+                "val_se": _round(se),
             }
         )
     return curve
+
+
+def checkpoint_validations(run_dir: Path) -> dict[int, tuple[float, float | None]]:
+    """step -> (accuracy %, SE over prompts) from ``run_dir/eval_steps/step_N`` (evaluate's
+    ``summary.json`` and its per-query results); empty when the run has none."""
+    points: dict[int, tuple[float, float | None]] = {}
+    for folder in sorted((run_dir / EVAL_STEPS).glob("step_*")):
+        summary = folder / "summary.json"
+        if not folder.name[5:].isdigit() or not summary.is_file():
+            continue
+        data = json.loads(summary.read_text())
+        if data.get("partial"):
+            raise BenchError(f"{summary}: a partial evaluation (rerun the benchmark to finish it)")
+        per_query = [
+            json.loads(line)["acc"]
+            for name in data["sets"]
+            for line in (folder / f"{name}.jsonl").read_text().splitlines()
+            if line.strip()
+        ]
+        se = 100.0 * mean_se(per_query)[1] if len(per_query) > 1 else None
+        points[int(folder.name[5:])] = (float(data["Avg"]), se)
+    return points
 
 
 def _round(value: float | None, digits: int = 3) -> float | None:
@@ -249,13 +281,17 @@ def maybe_lock(path: str | None):
 
 
 def run_env(args: argparse.Namespace) -> dict[str, str]:
-    """Launcher knobs shared by every run (part of the marker: runs are reused only when equal)."""
+    """Launcher knobs shared by every run (part of the marker: runs are reused only when equal).
+    With ``--validate checkpoints`` the trainer does not validate (TEST_FREQ=-1) but saves every
+    ``--test-freq`` steps, and the checkpoints are evaluated after the run."""
+    by_checkpoints = args.validate == "checkpoints"
     env = {
         "POLICY": "noisy",
         "STEPS": str(args.steps),
         "BATCH": str(args.batch),
         "N": str(args.n),
-        "TEST_FREQ": str(args.test_freq),
+        "TEST_FREQ": "-1" if by_checkpoints else str(args.test_freq),
+        "SAVE_FREQ": str(args.test_freq) if by_checkpoints else "-1",
         "VAL_N": str(args.val_n),
         "VAL_SIZE": str(args.val_size),
         "TRAIN_SIZE": str(args.train_size),
@@ -272,6 +308,8 @@ def run_one(method: str, seed: int, run_dir: Path, data_dir: Path, args: argpars
     if done.is_file():
         return json.loads(done.read_text())
     _, method_env, overrides = METHODS[method]
+    if args.validate == "checkpoints":
+        overrides = [*overrides, "trainer.val_before_train=false"]  # step 0 is the warm start, evaluated too
     env = {k: v for k, v in os.environ.items() if not k.startswith("VERL_")}
     env.update(run_env(args))
     warmup_paper = str(max(1, args.steps // 10))
@@ -295,11 +333,70 @@ def run_one(method: str, seed: int, run_dir: Path, data_dir: Path, args: argpars
                 stderr=subprocess.STDOUT,
             )
         wall = time.time() - start
-    if proc.returncode != 0:
-        raise BenchError(f"{method} seed {seed} failed (exit {proc.returncode}); see {log}")
-    record = {"method": method, "seed": seed, "seconds_wall": round(wall, 1)}
+        if proc.returncode != 0:
+            raise BenchError(f"{method} seed {seed} failed (exit {proc.returncode}); see {log}")
+        eval_wall = None
+        if args.validate == "checkpoints":
+            start = time.time()
+            evaluate_checkpoints(run_dir, seed, log)
+            eval_wall = round(time.time() - start, 1)
+    record = {"method": method, "seed": seed, "seconds_wall": round(wall, 1), "eval_seconds_wall": eval_wall}
     done.write_text(json.dumps(record))
     return record
+
+
+def evaluate_checkpoints(run_dir: Path, seed: int, log: Path) -> None:
+    """Evaluate the warm start (step 0) and every checkpoint the run saved, each into
+    ``run_dir/eval_steps/step_N``, with ``recipe.depo.evaluate`` (hf backend) at the settings the
+    trainer's own validation would have used (``val_kwargs``: n, temperature, top_p; the response
+    length; the validation set), sampling seed = the run's seed for every step and method, so
+    methods are compared on the same draws. The last step's results also go to ``run_dir/eval``,
+    where ``recipe.depo.report`` reads a run's final accuracy. Checkpoints other than the last are
+    removed once evaluated (DEPO's hold the estimator's optimizer state, ~0.3 GB each).
+
+    Why not verl's in-trainer validation: on this CPU it costs ~55-75 s per 960 answers, nearly all
+    of it verl's agent loop writing each answer to TransferQueue, against ~10 s here."""
+    import shutil
+    from contextlib import redirect_stderr, redirect_stdout
+
+    from omegaconf import OmegaConf
+
+    from recipe.depo.evaluate.cli import evaluate, parser
+    from recipe.depo.evaluate.data import EvalError
+
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    val = cfg.actor_rollout_ref.rollout.val_kwargs
+    common = [
+        "--data", *([cfg.data.val_files] if isinstance(cfg.data.val_files, str) else list(cfg.data.val_files)),
+        "--n", str(val.n),
+        "--temperature", str(val.temperature if val.do_sample else 0.0),
+        "--top-p", str(val.get("top_p", 1.0)),
+        "--max-response-length", str(cfg.data.max_response_length),
+        "--seed", str(seed),
+        "--backend", "hf",
+        "--batch-size", "64",
+    ]  # fmt: skip
+    ckpt_root = run_dir / "checkpoints"
+    saved = sorted(
+        (int(p.name.split("_")[-1]), p) for p in ckpt_root.glob("global_step_*") if p.name.split("_")[-1].isdigit()
+    )
+    if not saved:
+        raise BenchError(f"{run_dir}: the run saved no checkpoint to evaluate (SAVE_FREQ)")
+    models = [(0, str(cfg.actor_rollout_ref.model.path)), *((step, str(path)) for step, path in saved)]
+    with open(log, "a") as handle, redirect_stdout(handle), redirect_stderr(handle):
+        for step, model in models:
+            out = run_dir / EVAL_STEPS / f"step_{step}"
+            try:
+                evaluate(parser().parse_args(["--model", model, "--output", str(out), *common]))
+            except EvalError as exc:
+                raise BenchError(f"{run_dir}: evaluating step {step}: {exc}") from None
+    final = run_dir / EVAL_STEPS / f"step_{saved[-1][0]}"
+    final_copy = run_dir / "eval"
+    if final_copy.exists():
+        shutil.rmtree(final_copy)
+    shutil.copytree(final, final_copy, ignore=shutil.ignore_patterns("merged_model", ".*"))
+    for _, path in saved[:-1]:
+        shutil.rmtree(path)
 
 
 def build_data(data_dir: Path, args: argparse.Namespace) -> None:
@@ -324,7 +421,8 @@ def render(result: dict, settings: dict) -> str:
         "# Learning on CPU: GRPO, DAPO, DEPO",
         "",
         f"Target: GRPO's final mean accuracy = {_fmt(result['target_acc'], 2)}%. "
-        "Accuracy: validation mean@VAL_N at the sampling temperature (%), mean ± SE over seeds.",
+        "Accuracy: validation mean@VAL_N at the sampling temperature (%), mean ± SE over seeds. "
+        "Seconds: training wall-clock (verl's `timing_s/step`, less checkpoint saving).",
         "",
         "| method | seeds | first acc | final acc | rollouts to target | seconds to target "
         "| useful groups / rollout | zero-adv share | min acc | entropy first → last | one validation's SE |",
@@ -351,7 +449,10 @@ def render(result: dict, settings: dict) -> str:
         "min acc: the lowest validation over the run (mean over seeds), the collapse guard; verl's "
         "`actor/entropy` at the first and last step beside it (per step it also follows the batch's prompts). "
         "One validation's SE: the largest, over the method's validations, of the standard error over "
-        "prompts of one measurement (from the run's `validation/` dump; the sampling noise of one point).",
+        "prompts of one measurement (the sampling noise of one point). Validations: each saved checkpoint "
+        "and the warm start (step 0) evaluated after the run with `recipe.depo.evaluate` (hf backend) at "
+        "the trainer's validation settings, one sampling seed per run for every step "
+        "(`--validate trainer`: verl's in-trainer validation instead).",
         "",
         f"Machine: {settings['machine']}. Settings: {json.dumps(settings['run_env'], sort_keys=True)}; "
         f"seeds {settings['seeds']}; command: `{settings['command']}`.",
@@ -452,7 +553,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="GRPO and DEPO, one seed, fewer steps")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--n", type=int, default=4)
-    parser.add_argument("--test-freq", type=int, default=None, help="validate every N steps (default 10; --quick: 5)")
+    parser.add_argument("--test-freq", type=int, default=None, help="validate every N steps (default 5)")
+    parser.add_argument(
+        "--validate",
+        choices=("checkpoints", "trainer"),
+        default="checkpoints",
+        help="checkpoints: save every --test-freq steps and evaluate them after the run (recipe.depo.evaluate);"
+        " trainer: verl's own validation inside the run (several times slower on CPU)",
+    )
     parser.add_argument("--val-n", type=int, default=4)
     parser.add_argument("--val-size", type=int, default=240)
     parser.add_argument("--train-size", type=int, default=1200)
@@ -474,8 +582,9 @@ def main(argv: list[str] | None = None) -> int:
             # GRPO gained +7.6 points in 20 steps and +10.1 in 30 on the demo's policy (docs/compare.md)
             args.steps = 10 if args.quick else 30
         if args.test_freq is None:
-            # a validation (960 sampled answers) costs ~45 s here, more than ten training steps
-            args.test_freq = 5 if args.quick else 10
+            # evaluating a checkpoint's 960 sampled answers costs ~10 s here (verl's in-trainer
+            # validation ~55-75 s): every 5 steps separates the methods' rollouts-to-target
+            args.test_freq = 5
         for flag in ("steps", "batch", "n", "test_freq", "val_n", "val_size", "train_size", "run_timeout"):
             value = getattr(args, flag)
             if value < 1:
@@ -503,6 +612,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     result["settings"] = settings
     result["wall_seconds"] = {f"{w['method']}-s{w['seed']}": w["seconds_wall"] for w in walls}
+    result["eval_wall_seconds"] = {f"{w['method']}-s{w['seed']}": w.get("eval_seconds_wall") for w in walls}
     (output / "learning.json").write_text(json.dumps(result, indent=2))
     (output / "learning.md").write_text(render(result, settings))
     draw(result, output)

@@ -74,3 +74,29 @@ def evaluate_in_vllm_venv(vllm_python):
         assert json.loads((output / "summary.json").read_text())["settings"]["backend"] == "vllm"
 
     return run
+
+
+@pytest.fixture(scope="session")
+def make_verl_checkpoint():
+    """``make(model_dir, step_dir)``: a Hugging Face model as a verl FSDP actor checkpoint of world
+    size 1 (the state dict as plain tensors, fsdp_config.json, the HF config in huggingface/): what
+    verl's model merger reads, without a training run."""
+
+    def make(model_dir: str | Path, step_dir: Path) -> Path:
+        import json
+        import shutil
+
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        actor = step_dir / "actor"
+        (actor / "huggingface").mkdir(parents=True)
+        model = AutoModelForCausalLM.from_pretrained(model_dir)
+        torch.save(model.state_dict(), actor / "model_world_size_1_rank_0.pt")
+        (actor / "fsdp_config.json").write_text(json.dumps({"FSDP_version": 2, "world_size": 1}))
+        for file in Path(model_dir).iterdir():
+            if file.is_file() and file.suffix not in (".safetensors", ".bin"):
+                shutil.copy(file, actor / "huggingface" / file.name)
+        return step_dir
+
+    return make

@@ -104,6 +104,65 @@ def test_curve_from_a_run_directory_counts_dapo_discards_and_step_seconds(bench,
     assert ends["last"]["acc"] == 25.0 and math.isclose(ends["last"]["se"], 100 * 0.5 / math.sqrt(3))
 
 
+def test_checkpoints_are_evaluated_per_step_and_the_curve_reads_them(bench, make_verl_checkpoint, tmp_path):
+    """--validate checkpoints: the warm start and each saved checkpoint evaluated (verl's model merger,
+    evaluate's hf backend) at the trainer's validation settings; the curve takes its points from
+    them and leaves checkpoint saving out of the training seconds."""
+    from data_prep.arithmetic import build_rows
+    from data_prep.common import write_parquet_atomic
+    from recipe.depo.demo.tiny_policy import ensure_tiny_policy
+    from recipe.depo.report import read_run
+
+    policy = str(ensure_tiny_policy())
+    val = tmp_path / "val.parquet"
+    write_parquet_atomic(build_rows("test", seed=7, count=5), val)
+    run = tmp_path / "run"
+    for step in (2, 4):
+        make_verl_checkpoint(policy, run / "checkpoints" / f"global_step_{step}")
+    (run / "config.yaml").write_text(
+        f"actor_rollout_ref:\n  model:\n    path: {policy}\n  rollout:\n    n: 4\n"
+        "    val_kwargs:\n      n: 2\n      do_sample: true\n      temperature: 1.0\n      top_p: 1.0\n"
+        f"data:\n  train_batch_size: 8\n  max_response_length: 6\n  val_files: {val}\n"
+    )
+    records = [
+        {"step": 1, "data": {"training/global_step": 1, "timing_s/step": 10.0}},
+        {"step": 2, "data": {"training/global_step": 2, "timing_s/step": 12.0, "timing_s/save_checkpoint": 2.5}},
+        {"step": 3, "data": {"training/global_step": 3, "timing_s/step": 11.0}},
+        {"step": 4, "data": {"training/global_step": 4, "timing_s/step": 13.0, "timing_s/save_checkpoint": 3.0}},
+    ]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+    bench.evaluate_checkpoints(run, seed=3, log=tmp_path / "eval.log")
+
+    assert sorted(p.name for p in (run / "eval_steps").iterdir()) == ["step_0", "step_2", "step_4"]
+    # only the last checkpoint is kept (DEPO's carry the estimator's optimizer state)
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["global_step_4"]
+    summaries = [json.loads((run / "eval_steps" / f"step_{s}" / "summary.json").read_text()) for s in (0, 2, 4)]
+    assert summaries[0]["settings"]["model"] == str(Path(policy).resolve())
+    for summary in summaries:
+        assert {k: summary["settings"][k] for k in ("n", "temperature", "max_response_length", "seed", "backend")} == {
+            "n": 2, "temperature": 1.0, "max_response_length": 6, "seed": 3, "backend": "hf"
+        }  # fmt: skip
+    # the same weights at every step and the same sampling seed: the same draws, the same accuracy
+    assert summaries[0]["Avg"] == summaries[1]["Avg"] == summaries[2]["Avg"]
+    # the report reads the final step's evaluation as the run's final accuracy
+    assert json.loads((run / "eval" / "summary.json").read_text()) == summaries[2]
+    assert read_run("x", run).eval_summary == summaries[2]
+
+    per_query = [json.loads(x)["acc"] for x in (run / "eval_steps" / "step_2" / "val.jsonl").read_text().splitlines()]
+    m = sum(per_query) / 5
+    se = 100 * math.sqrt(sum((a - m) ** 2 for a in per_query) / 4 / 5)
+    curve = bench.curve_from_run(read_run("x", run))
+    assert [(p["step"], p["rollouts"], p["seconds"]) for p in curve] == [(0, 0, 0.0), (2, 64, 19.5), (4, 128, 40.5)]
+    assert curve[1]["val_acc"] == round(summaries[1]["Avg"], 3)
+    assert math.isclose(curve[1]["val_se"], se, abs_tol=1e-3)
+
+    # a half-written evaluation is not read as a point
+    (run / "eval_steps" / "step_2" / "summary.json").write_text(json.dumps({**summaries[1], "partial": True}))
+    with pytest.raises(bench.BenchError, match="partial evaluation"):
+        bench.curve_from_run(read_run("x", run))
+
+
 def test_validation_se_is_over_prompts_not_answers(tmp_path):
     from recipe.depo.report.tables import validation_se
 
@@ -175,8 +234,8 @@ def test_an_output_directory_made_with_other_settings_is_refused(tmp_path):
 @pytest.mark.slow
 @pytest.mark.ray
 def test_quick_comparison_end_to_end(tmp_path):
-    """--quick through verl's real trainer: GRPO (main_ppo) and DEPO, one seed, 10 steps, validations at
-    steps 0, 5 and 10."""
+    """--quick through verl's real trainer: GRPO (main_ppo) and DEPO, one seed, 10 steps, checkpoints
+    saved at steps 5 and 10 and evaluated after each run with the warm start (step 0)."""
     from recipe.depo.report import read_run
     from recipe.depo.report.tables import run_report
 
@@ -197,12 +256,13 @@ def test_quick_comparison_end_to_end(tmp_path):
         assert last["step"] == steps[-1] == 10
         # the curve's totals are the metrics file's own: rollouts as the report counts them, step seconds summed
         assert last["rollouts"] == run_report(data)["rollouts"]
-        assert math.isclose(last["seconds"], sum(data.steps[s]["timing_s/step"] for s in steps), abs_tol=0.01)
-        records = [
-            json.loads(x) for x in (Path(run["run_dir"]) / "metrics.jsonl").read_text().splitlines() if x.strip()
-        ]
-        vals = [r for r in records if any(k.startswith("val-core/") for k in r["data"])]
-        assert [p["step"] for p in run["curve"]] == [r["step"] for r in vals]
+        # training seconds: the steps' own, less the checkpoint saves made only to evaluate them
+        trained = sum(data.steps[s]["timing_s/step"] - data.steps[s].get("timing_s/save_checkpoint", 0) for s in steps)
+        assert math.isclose(last["seconds"], trained, abs_tol=0.01)
+        # a point per evaluated checkpoint (every 5 steps) and the warm start; no in-trainer validation
+        assert [p["step"] for p in run["curve"]] == [0, 5, 10]
+        assert not data.validations
+        assert math.isclose(data.eval_summary["Avg"], last["val_acc"], abs_tol=1e-3)
     grpo = next(r for r in result["runs"] if r["method"] == "grpo")["curve"]
     assert len(grpo) == 3 and all(0 <= p["val_acc"] <= 100 for p in grpo)
     # the warm start learns to box its answers: GRPO's validation rose (measured +7 points in 10

@@ -3,7 +3,6 @@ a failed start leaves nothing that blocks the corrected rerun, every refusal is 
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -35,22 +34,8 @@ def _tree(folder: Path) -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="session")
-def verl_checkpoint(tiny_policy, tmp_path_factory) -> Path:
-    """The tiny policy as a verl FSDP actor checkpoint of world size 1 (the state dict as plain
-    tensors, fsdp_config.json, the HF config in huggingface/): what verl's model merger reads."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    step = tmp_path_factory.mktemp("ckpt") / "global_step_1"
-    actor = step / "actor"
-    (actor / "huggingface").mkdir(parents=True)
-    model = AutoModelForCausalLM.from_pretrained(tiny_policy)
-    torch.save(model.state_dict(), actor / "model_world_size_1_rank_0.pt")
-    (actor / "fsdp_config.json").write_text(json.dumps({"FSDP_version": 2, "world_size": 1}))
-    for file in Path(tiny_policy).iterdir():
-        if file.is_file() and file.suffix not in (".safetensors", ".bin"):
-            shutil.copy(file, actor / "huggingface" / file.name)
-    return step
+def verl_checkpoint(tiny_policy, make_verl_checkpoint, tmp_path_factory) -> Path:
+    return make_verl_checkpoint(tiny_policy, tmp_path_factory.mktemp("ckpt") / "global_step_1")
 
 
 def test_merged_dir_that_the_merger_did_not_make_is_refused_and_kept(verl_checkpoint, eval_dir, tmp_path, capsys):
