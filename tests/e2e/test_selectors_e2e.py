@@ -15,10 +15,10 @@ same data and seed (the `grpo_run` fixture's two steps, which test_e2e_cpu_grpo.
 resumes): every step rolls out exactly the prompts GRPO rolls out, while the estimator scores and
 learns and the would-be rejections are scored against the outcomes (`depo/shadow/*`).
 
-The shadow run is part of the default suite (about 2.5 minutes on a 2-core machine; its fast
-counterpart is tests/trainer/test_depo_trainer.py's shadow test, the trainer's batches against plain
-verl's without model workers). The GRESO run (about 3.5 minutes) is slow: its fast counterparts,
-named in tests/layout/test_ci_coverage.py, test the same properties without a launch.
+The shadow run and GRESO's first launch are part of the default suite (about 2.5 and 1.8 minutes on
+a 2-core machine). GRESO's resume (a second launch, about 1.8 minutes more) is slow: its fast
+counterparts, named in tests/layout/test_ci_coverage.py, test the restored selection without a
+launch.
 """
 
 import json
@@ -71,10 +71,16 @@ def _state(out_dir: Path, step: int) -> dict:
     return json.loads((folder / "state.json").read_text())["filter"]
 
 
-@pytest.mark.slow
+@pytest.fixture(scope="module")
+def greso_run(tmp_path_factory) -> tuple[Path, dict[int, dict]]:
+    """Steps 1-2 with GRESO, saved at step 2: one launch for the default suite's test and the slow resume."""
+    out_dir = tmp_path_factory.mktemp("greso")
+    return out_dir, _launch(out_dir, "run1", steps=2, resume="disable", overrides=GRESO, **GRESO_KNOBS)
+
+
 @pytest.mark.ray
-def test_greso_trains_without_an_estimator_and_resumes_its_state(tmp_path):
-    steps = _launch(tmp_path, "run1", steps=2, resume="disable", overrides=GRESO, **GRESO_KNOBS)
+def test_greso_trains_without_an_estimator(greso_run):
+    tmp_path, steps = greso_run
     assert sorted(steps) == [1, 2]
     for step, m in steps.items():
         assert m["depo/prompts_kept"] == BATCH and "actor/pg_loss" in m
@@ -83,9 +89,15 @@ def test_greso_trains_without_an_estimator_and_resumes_its_state(tmp_path):
     saved = _state(tmp_path, 2)
     selector = saved["selector"]
     assert selector["selector"] == "greso" and selector["counters"]["updates"] == 2
-    history = selector["history"]
-    assert len(history) == steps[2]["depo/selector/tracked_prompts"]
+    assert len(selector["history"]) == steps[2]["depo/selector/tracked_prompts"]
 
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_greso_resumes_its_state(greso_run):
+    tmp_path, _ = greso_run
+    saved = _state(tmp_path, 2)
+    history = saved["selector"]["history"]
     resumed = _launch(tmp_path, "run2", steps=3, resume="auto", overrides=GRESO, **GRESO_KNOBS)
     assert sorted(resumed) == [3]
     after = _state(tmp_path, 3)["selector"]

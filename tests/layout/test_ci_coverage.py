@@ -9,13 +9,13 @@ REPO = Path(__file__).resolve().parents[2]
 
 # slow test -> the default-suite tests that fail on what would break it, and why that is enough.
 FAST_COUNTERPARTS = {
-    # The history selectors through a launch: the trainer test starts GRESO's and the posterior's
-    # trainer through verl's constructors and on_init_end and finds no estimator worker; each
-    # selector's intake decisions, learning and exact checkpoint state (the next step's selection
-    # from a restored state) are tested through the real intake; test_depo_e2e launches the same
-    # trainer, resumed, for the estimator's selector. Not covered: a breakage only a launch with
-    # SELECTOR=greso (the launcher knob, hydra) or a resumed history selector would show.
-    "tests/e2e/test_selectors_e2e.py::test_greso_trains_without_an_estimator_and_resumes_its_state": [
+    # GRESO resumed through a second launch: the first launch (SELECTOR=greso through the launcher,
+    # no estimator worker, the selector's state in the checkpoint) is in the default suite; each
+    # selector's exact checkpoint state (the next step's selection from a restored state) is tested
+    # through the real intake; test_depo_e2e launches the same trainer, resumed, for the estimator's
+    # selector. Not covered: a breakage only a resumed history selector's launch would show.
+    "tests/e2e/test_selectors_e2e.py::test_greso_resumes_its_state": [
+        "tests/e2e/test_selectors_e2e.py::test_greso_trains_without_an_estimator",
         "tests/trainer/test_depo_trainer.py::test_shadow_mode_trains_on_verls_own_batches_and_history_selectors_start_no_estimator",
         "tests/trainer/test_depo_selector_intake.py::test_greso_skips_a_prompt_by_its_own_history_without_an_estimator",
         "tests/trainer/test_depo_selector_intake.py::test_checkpoint_state_gives_the_next_steps_selection_exactly",
