@@ -7,7 +7,9 @@ settings, and DEPO with the paper's estimator settings (``EstimatorConfig.paper(
 update per step on the latest labels, no calibration; warm-up a tenth of the run, as the paper's
 100 of 1,000 steps). All on the same data and warm start (the noisy-warm-start policy,
 ``recipe/depo/demo/noisy_policy.py``), validated with sampled answers at the training
-temperature (``val-core/arithmetic/acc/mean@VAL_N``). Each run is an ordinary run directory
+temperature (mean@VAL_N): by default each checkpoint, saved every ``--test-freq`` steps, and the
+warm start are evaluated after the run with ``recipe.depo.evaluate`` (``--validate trainer``: verl's
+in-trainer validation, several times slower here). Each run is an ordinary run directory
 (``DIR/runs/<method>-s<seed>``) that ``python -m recipe.depo.report`` reads.
 
     python benchmarks/learning_cpu.py --output /tmp/learning            # 4 methods x 3 seeds
@@ -51,6 +53,16 @@ METHODS: dict[str, tuple[str, dict[str, str], list[str]]] = {
         "DEPO (paper estimator)",
         {"MODE": "depo", "EST_LR": "2e-4", "WARMUP": "{warmup_paper}"},
         ["depo.estimator.updates_per_step=1", "depo.estimator.replay_steps=1", "depo.estimator.calibration=none"],
+    ),
+    # not in the default comparison: the scorer's checks (issue 23) on the same task
+    # shadow: trains as GRPO, scores what the shipped filter would have rejected
+    "depo_shadow": ("DEPO shadow", {"MODE": "depo"}, ["depo.filter.mode=shadow"]),
+    # the shipped filter with 10% exploration (the rejection audit's sample) and the drift guard
+    # on: rolls out everything while the last 5 steps' calibration error is above 0.15
+    "depo_guard": (
+        "DEPO + audit + guard",
+        {"MODE": "depo", "EXPLORE": "0.1"},
+        ["depo.filter.guard_threshold=0.15", "depo.filter.guard_steps=5"],
     ),
 }
 DEFAULT_METHODS = "grpo,dapo,depo,depo_paper"
@@ -231,6 +243,11 @@ def summarize(runs: list[dict], accounting: dict[str, list[dict]]) -> tuple[dict
             "zero_adv_share": mean(zero) if zero and len(zero) == len(acct) else None,
             "mean_curve": averaged,
         }
+    # the issue's rollout goal is a ratio: a method's rollouts to the target over GRPO's own
+    base = summary.get("grpo", {}).get("rollouts_to_target")
+    for s in summary.values():
+        mine = s["rollouts_to_target"]
+        s["rollouts_to_target_vs_grpo"] = mine / base if mine is not None and base else None
     return summary, target
 
 
@@ -424,9 +441,9 @@ def render(result: dict, settings: dict) -> str:
         "Accuracy: validation mean@VAL_N at the sampling temperature (%), mean ± SE over seeds. "
         "Seconds: training wall-clock (verl's `timing_s/step`, less checkpoint saving).",
         "",
-        "| method | seeds | first acc | final acc | rollouts to target | seconds to target "
+        "| method | seeds | first acc | final acc | rollouts to target | × GRPO's | seconds to target "
         "| useful groups / rollout | zero-adv share | min acc | entropy first → last | one validation's SE |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for method, s in result["summary"].items():
         se = f" ± {s['final_acc_se']:.2f}" if s["final_acc_se"] is not None else ""
@@ -439,7 +456,9 @@ def render(result: dict, settings: dict) -> str:
         lines.append(
             f"| {METHODS[method][0]} | {s['seeds']} | {_fmt(s['first_acc_mean'], 2)} "
             f"| {_fmt(s['final_acc_mean'], 2)}{se} "
-            f"| {_fmt(s['rollouts_to_target'], 0)} | {_fmt(s['seconds_to_target'], 0)} "
+            f"| {_fmt(s['rollouts_to_target'], 0)} "
+            f"| {_fmt(s.get('rollouts_to_target_vs_grpo'), 2) if s.get('rollouts_to_target_vs_grpo') else '-'} "
+            f"| {_fmt(s['seconds_to_target'], 0)} "
             f"| {_fmt(s['useful_groups_per_rollout'], 4) if s['useful_groups_per_rollout'] is not None else '-'} "
             f"| {_fmt(s['zero_adv_share'], 3) if s['zero_adv_share'] is not None else '-'} "
             f"| {_fmt(s.get('min_acc'), 2)} | {ent} | {_fmt(s.get('val_se_max'), 2)} |"
@@ -546,7 +565,9 @@ def machine() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python benchmarks/learning_cpu.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--methods", default=None, help=f"comma-separated, of {', '.join(METHODS)} (default: all)")
+    parser.add_argument(
+        "--methods", default=None, help=f"comma-separated, of {', '.join(METHODS)} (default: {DEFAULT_METHODS})"
+    )
     parser.add_argument("--seeds", default=None, help="comma-separated integers (default 0,1,2; --quick: 0)")
     parser.add_argument("--steps", type=int, default=None, help="training steps per run (default 30; --quick: 10)")
     parser.add_argument("--output", required=True, help="directory for learning.json, learning.md, plots and runs/")

@@ -52,6 +52,10 @@ def test_summary_mean_se_target_and_a_method_that_never_reaches_it(bench):
     assert grpo["first_acc_mean"] == 11.0
     assert grpo["rollouts_to_target"] == 320 and grpo["seconds_to_target"] == 42
     assert depo["rollouts_to_target"] is None and depo["seconds_to_target"] is None
+    assert grpo["rollouts_to_target_vs_grpo"] == 1.0 and depo["rollouts_to_target_vs_grpo"] is None
+    # a DEPO that gets there first: its rollouts over GRPO's
+    runs[2]["curve"][1]["val_acc"] = runs[3]["curve"][1]["val_acc"] = 40.0
+    assert bench.summarize(runs, acct)[0]["depo"]["rollouts_to_target_vs_grpo"] == 210 / 320
     assert math.isclose(depo["useful_groups_per_rollout"], 63 / 420)
     assert math.isclose(depo["zero_adv_share"], 0.3)
     assert math.isclose(depo["mean_curve"][1]["val_acc_se"], 2.0)
