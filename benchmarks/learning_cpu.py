@@ -308,11 +308,12 @@ def run_env(args: argparse.Namespace) -> dict[str, str]:
         "BATCH": str(args.batch),
         "N": str(args.n),
         "TEST_FREQ": "-1" if by_checkpoints else str(args.test_freq),
-        "SAVE_FREQ": str(args.test_freq) if by_checkpoints else "-1",
         "VAL_N": str(args.val_n),
         "VAL_SIZE": str(args.val_size),
         "TRAIN_SIZE": str(args.train_size),
     }
+    if by_checkpoints:  # (absent otherwise: --validate trainer runs from before the option stay reusable)
+        env["SAVE_FREQ"] = str(args.test_freq)
     if args.lr:
         env["LR"] = args.lr
     return env
@@ -468,10 +469,14 @@ def render(result: dict, settings: dict) -> str:
         "min acc: the lowest validation over the run (mean over seeds), the collapse guard; verl's "
         "`actor/entropy` at the first and last step beside it (per step it also follows the batch's prompts). "
         "One validation's SE: the largest, over the method's validations, of the standard error over "
-        "prompts of one measurement (the sampling noise of one point). Validations: each saved checkpoint "
-        "and the warm start (step 0) evaluated after the run with `recipe.depo.evaluate` (hf backend) at "
-        "the trainer's validation settings, one sampling seed per run for every step "
-        "(`--validate trainer`: verl's in-trainer validation instead).",
+        "prompts of one measurement (the sampling noise of one point). "
+        + (
+            "Validations: verl's own, inside the run (`--validate trainer`)."
+            if settings.get("validate") == "trainer"
+            else "Validations: each saved checkpoint and the warm start (step 0) evaluated after the run with "
+            "`recipe.depo.evaluate` (hf backend) at the trainer's validation settings, one sampling seed per "
+            "run for every step."
+        ),
         "",
         f"Machine: {settings['machine']}. Settings: {json.dumps(settings['run_env'], sort_keys=True)}; "
         f"seeds {settings['seeds']}; command: `{settings['command']}`.",
@@ -615,6 +620,7 @@ def main(argv: list[str] | None = None) -> int:
             "benchmark": "learning_cpu",
             "steps": args.steps,
             "run_env": run_env(args),
+            "validate": args.validate,
             "seeds": seeds,
             "methods": methods,
             "machine": machine(),

@@ -15,8 +15,8 @@ same data and seed (the `grpo_run` fixture's two steps, which test_e2e_cpu_grpo.
 resumes): every step rolls out exactly the prompts GRPO rolls out, while the estimator scores and
 learns and the would-be rejections are scored against the outcomes (`depo/shadow/*`).
 
-The shadow run and GRESO's first launch are part of the default suite (about 2.5 and 1.8 minutes on
-a 2-core machine). GRESO's resume (a second launch, about 1.8 minutes more) is slow: its fast
+The shadow run and GRESO's first launch are part of the default suite (about 2.5 minutes and 115 s on
+a 2-core machine). GRESO's resume (a second launch, 93 s more) is slow: its fast
 counterparts, named in tests/layout/test_ci_coverage.py, test the restored selection without a
 launch.
 """
