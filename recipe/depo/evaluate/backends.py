@@ -1,7 +1,7 @@
 """Generation backends for evaluate: n sampled responses per query.
 
 * ``hf``: transformers ``generate`` (what the CPU plugin's rollout server runs), a batch of queries
-  with their n samples each as one padded batch (at most ``HF_MAX_ROWS`` rows per call). Each row
+  with their n samples each as one padded batch (at most ``HF_MAX_ROWS`` rows per call, or n). Each row
   samples with noise from its own generator, seeded from its query's seed and its sample index
   (:class:`RowSeededSampler`), so a query's responses do not depend on which queries share its
   batch: a resumed run gives the same results as an uninterrupted one.
