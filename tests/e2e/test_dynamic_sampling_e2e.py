@@ -10,9 +10,10 @@ from all of them with the trained batch; and every prompt DEPO's intake sent to 
 
 In the async trainer the per-step match of admissions and labels becomes a whole-run one (below).
 
-Slow (about 2.5 minutes per trainer mode on a 2-core machine; the async one 150 s) and not in .ci/run: its fast counterpart in the default
-suite is tests/trainer/test_depo_trainer.py's dynamic-sampling test (verl's own replay buffer on real
-TransferQueue, without model workers), with test_depo_e2e.py for the trainer launched for real.
+Slow (about 2.5 minutes per trainer mode on a 2-core machine; the async one 150 s) and not in
+.ci/run: its fast counterpart in the default suite is tests/trainer/test_depo_trainer.py's
+dynamic-sampling test (verl's own replay buffer on real TransferQueue, without model workers),
+with test_depo_e2e.py for the trainer launched for real.
 """
 
 import json
