@@ -43,7 +43,10 @@ confidence correlated with p_i(t). The policy does not react to which prompts ar
 ``--lag L`` simulates an asynchronous trainer: the batch rolled out and learnt from at step t was
 chosen at step t - L (the first step chooses L + 1 batches, like verl's warm-up batches). A DEPO row
 with the suffix ``@ahead`` shifts its predictions by the recent residual of outcomes over predictions
-(the lag remedy measured in docs/estimator.md, "Policy lag"; not shipped).
+(the lag remedy measured in docs/estimator.md, "Policy lag"; not shipped). ``hybrid@text`` feeds
+the hybrid the text oracle's predictions instead of its estimator's (no warm-up): the hybrid's own
+mechanism with a perfect reader of the text, which splits its gap to ``oracle_history`` into what
+the estimator does not read and what the Beta posterior loses.
 
 Metrics are over the steps after the warm-up (the oracles and uniform are measured on the same
 steps): useful groups per rollout, zero-advantage share, gain over uniform (ratio of useful
@@ -504,11 +507,15 @@ class ModuleSelector:
     and the estimator (if any) as in ``DepoSelector``.
     """
 
-    def __init__(self, name, stream, batch, selector, max_scan: int, n: int, warmup=0, estimator=None, texts=()):
+    def __init__(
+        self, name, stream, batch, selector, max_scan: int, n: int, warmup=0, estimator=None, texts=(), text_oracle=None
+    ):
         self.name, self.stream, self.batch = name, stream, batch
         self.selector, self.max_scan, self.n, self.warmup = selector, max_scan, n, warmup
         self.estimator, self.texts = estimator, texts
-        self.uses_estimator = selector.needs_estimator
+        # (ids, step) -> predictions: the "@text" rows replace the estimator by the text oracle
+        self.text_oracle = text_oracle
+        self.uses_estimator = selector.needs_estimator and text_oracle is None
         self.carry: list[int] = []
 
     def choose(self, step: int) -> Choice:
@@ -529,7 +536,10 @@ class ModuleSelector:
             predictions = None
             if self.selector.needs_estimator:
                 t0 = time.perf_counter()
-                predictions = self.estimator.predict([self.texts[i] for i in ids])
+                if self.text_oracle is not None:
+                    predictions = self.text_oracle(ids, step)
+                else:
+                    predictions = self.estimator.predict([self.texts[i] for i in ids])
                 predict_s += time.perf_counter() - t0
                 scanned_preds.append(np.asarray(predictions, dtype=np.float64))
             # Decided during the warm-up too (the hybrid learns its prior weight from these
@@ -598,6 +608,10 @@ VARIANTS: dict[str, dict] = {
 BASELINES = ("uniform", "oracle_true", "oracle_text", "oracle_history")
 # suffix of a DEPO row with the lag remedy on (DepoSelector.ahead), e.g. "defaults@ahead"
 AHEAD = "@ahead"
+# suffix of a module selector that reads text (hybrid) fed the text oracle's predictions instead of
+# the estimator's, e.g. "hybrid@text": how far the selector's own mechanism gets with a perfect
+# reader of the text, which separates its gap to oracle_history from the estimator's
+TEXT_PRIOR = "@text"
 # The selectors of recipe.depo.selectors; "name+key=value" overrides a field of its settings block.
 MODULE_SELECTORS = ("greso", "posterior", "hybrid")
 DEFAULT_SELECTORS = (
@@ -640,7 +654,9 @@ def module_settings(name: str):
     """``SelectorConfig`` of a module selector row, e.g. ``hybrid+prior_weight=4+decay=0.7``."""
     from recipe.depo.selectors import selector_config
 
-    base, *extra = name.split("+")
+    if name.endswith(TEXT_PRIOR) and name.removesuffix(TEXT_PRIOR).split("+")[0] != "hybrid":
+        raise ValueError(f"{TEXT_PRIOR} is for a selector that reads predictions (hybrid)")
+    base, *extra = name.removesuffix(TEXT_PRIOR).split("+")
     block: dict = {}
     for item in extra:
         key, sep, value = item.partition("=")
@@ -651,7 +667,7 @@ def module_settings(name: str):
 
 
 def is_module_selector(name: str) -> bool:
-    return name.split("+")[0] in MODULE_SELECTORS
+    return name.removesuffix(TEXT_PRIOR).split("+")[0] in MODULE_SELECTORS
 
 
 def variant_settings(name: str) -> tuple[dict, dict]:
@@ -724,8 +740,18 @@ def build_selector(name: str, pool: Pool, policy: SimPolicy, settings: SimSettin
         from recipe.depo.selectors import build_selector as build_module_selector
 
         window = tuple(FilterConfig().window)
-        selector = build_module_selector(module_settings(name), window=window, seed=settings.seed)
+        text_prior = name.endswith(TEXT_PRIOR)
+        selector = build_module_selector(
+            module_settings(name.removesuffix(TEXT_PRIOR)), window=window, seed=settings.seed
+        )
         estimator, warmup = None, 0
+        if text_prior:
+            if not selector.needs_estimator:
+                raise ValueError(f"selector {name!r}: {TEXT_PRIOR} needs a selector that reads predictions")
+            # exact text predictions need no warm-up, as for the oracles
+            return ModuleSelector(
+                name, stream, settings.batch, selector, max_scan, settings.n, text_oracle=policy.text_p
+            )
         if selector.needs_estimator:
             # The shipped estimator (the "defaults" row's), with DEPO's warm-up.
             est_overrides, _ = variant_settings("defaults")
@@ -974,6 +1000,8 @@ def write_png(path: str, results: dict[str, dict], settings: SimSettings, smooth
 
 COMBINED_ROWS = ("greso", "posterior", "paper", "defaults", "hybrid")
 COMBINED_ORACLES = ("oracle_text", "oracle_history", "oracle_true")
+# columns added where some run has them
+COMBINED_DIAGNOSTICS = (f"hybrid{TEXT_PRIOR}",)
 
 
 def combined_tables(runs: Sequence[tuple[str, float | None, dict]]) -> str:
@@ -984,24 +1012,25 @@ def combined_tables(runs: Sequence[tuple[str, float | None, dict]]) -> str:
         value = summaries.get(name, {}).get(key, float("nan"))
         return "-" if value != value else fmt.format(value)
 
+    extra = tuple(n for n in COMBINED_DIAGNOSTICS if any(n in s for _, _, s in runs))
     gains, shares = [], []
     for workload, epochs, s in runs:
         label = [workload, "-" if epochs is None else f"{epochs:g}"]
         gains.append(
             label
             + [cell(s, "uniform", "useful_per_rollout", "{:.4f}")]
-            + [cell(s, n, "gain", "{:.2f}x") for n in (*COMBINED_ROWS, *COMBINED_ORACLES)]
+            + [cell(s, n, "gain", "{:.2f}x") for n in (*COMBINED_ROWS, *extra, *COMBINED_ORACLES)]
         )
         goals = ["MET" if line.endswith(": MET") else "NOT MET" for line in peer_goals(s, epochs)]
         shares.append(
             label
-            + [cell(s, n, "of_history_excess", "{:.0%}") for n in (*COMBINED_ROWS, "oracle_text")]
+            + [cell(s, n, "of_history_excess", "{:.0%}") for n in (*COMBINED_ROWS, *extra, "oracle_text")]
             + [" / ".join(goals) or "-"]
             + [cell(s, n, "estimator_s_per_step", "{:.3f}") for n in ("defaults", "hybrid")]
         )
     first = ["workload", "epochs"]
-    head_gain = first + ["uniform useful/rollout", *(f"{n}" for n in (*COMBINED_ROWS, *COMBINED_ORACLES))]
-    head_share = first + [*COMBINED_ROWS, "oracle_text", "goals", "defaults est. s/step", "hybrid est. s/step"]
+    head_gain = first + ["uniform useful/rollout", *COMBINED_ROWS, *extra, *COMBINED_ORACLES]
+    head_share = first + [*COMBINED_ROWS, *extra, "oracle_text", "goals", "defaults est. s/step", "hybrid est. s/step"]
     return (
         "Useful groups per rollout: uniform's, and each selector's gain over it\n\n"
         + markdown_table(head_gain, gains, left=2)

@@ -281,3 +281,40 @@ def test_peer_rows_are_the_recipes_selector_modules_with_checked_overrides(sim, 
         sim.main(["--selectors", "uniform,hybrid+decay=2,posterior+prior_beta=-1", "--png", ""])
     err = capsys.readouterr().err
     assert "depo.filter.selector.hybrid.decay: must be in (0.0, 1.0], got 2" in err
+
+
+def test_text_prior_rows_feed_the_hybrid_the_text_oracle_not_an_estimator(sim, capsys):
+    # Two prompts the text oracle puts at 0.5 and 0.99: with no outcomes yet, the hybrid decides by
+    # its prior's mean, the prediction itself, so only the first is in the window.
+    _, pool, policy = tiny_world(sim, [0.5, 0.99])
+    settings = sim.SimSettings(steps=2, batch=2, warmup=1, pool_size=2)
+    row = sim.build_selector("hybrid+prior_weight=4@text", pool, policy, settings, backbone_dir="unused")
+    assert row.estimator is None and row.warmup == 0 and not row.uses_estimator
+    assert row.selector.config.prior_weight == 4.0
+    decisions = row.selector.decide(["0", "1"], row.text_oracle(np.array([0, 1]), 1))
+    assert list(decisions.keep) == [True, False]
+    assert decisions.score == pytest.approx([0.5, 0.99])
+    choice = row.choose(step=1)
+    # every scanned prompt was scored by the text oracle (the stream cycles the two-prompt pool)
+    assert set(choice.scanned_predictions.round(2)) == {0.5, 0.99} and list(choice.ids) == [0, 0]
+    assert sim.is_module_selector("hybrid@text")
+    with pytest.raises(SystemExit):
+        sim.main(["--selectors", "uniform,greso@text", "--png", ""])
+    assert "greso@text" in capsys.readouterr().err
+
+
+def test_combined_tables_add_the_text_prior_column_only_where_it_ran(sim):
+    s = {
+        "uniform": {"useful_per_rollout": 0.05},
+        "hybrid": {"useful_per_rollout": 0.10},
+        "oracle_history": {"useful_per_rollout": 0.12},
+    }
+    sim.add_gains(s)
+    assert "hybrid@text" not in sim.combined_tables([("easy", 3.0, s)])
+    with_text = {**s, "hybrid@text": {"useful_per_rollout": 0.115}}
+    sim.add_gains(with_text)
+    text = sim.combined_tables([("easy", 3.0, with_text), ("even", 3.0, s)])
+    # hybrid@text gains 2.3x of the oracle's 2.4x: (2.3 - 1) / (2.4 - 1) = 93%; the run without it shows "-"
+    assert text.count("hybrid@text") == 2
+    assert "|  2.00x |       2.30x |" in text and "|    71% |         93% |" in text
+    assert "|  2.00x |           - |" in text and "|    71% |           - |" in text
