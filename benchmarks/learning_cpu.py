@@ -606,8 +606,9 @@ def main(argv: list[str] | None = None) -> int:
         methods = parse_methods(default_methods if args.methods is None else args.methods)
         seeds = parse_seeds(default_seeds if args.seeds is None else args.seeds)
         if args.steps is None:
-            # GRPO's mean gain over three seeds was +9.6 points at 30 steps, still rising on two of
-            # them (docs/compare.md); 35 keeps the four methods x three seeds within 90 minutes here
+            # chosen when GRPO's mean gain over three seeds was +9.6 points at 30 steps and still
+            # rising on two of them; at 35 the four methods x three seeds took 50.6 min here, and
+            # another machine's warm start gained +6.6 (docs/compare.md has both)
             args.steps = 10 if args.quick else 35
         if args.test_freq is None:
             # evaluating a checkpoint's 960 sampled answers costs ~10 s here (verl's in-trainer
