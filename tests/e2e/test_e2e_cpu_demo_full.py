@@ -1,5 +1,5 @@
-"""The README's CPU demo with its default knobs (slow: ~7 minutes on 2 cores with the warm starts
-cached, 11 min 21 s cold): it ends with the report of its own run, and its policy learns."""
+"""The README's CPU demo with its default knobs (slow: 4 min 50 s cold on 2 cores, ~2.3 min of it
+building the warm starts): it ends with the report of its own run, and its policy learns."""
 
 import json
 import os
