@@ -85,7 +85,7 @@ case "$POLICY" in
     VAL_N=${VAL_N:-4}
     VAL_TEMPERATURE=${VAL_TEMPERATURE:-$TEMPERATURE}
     VAL_SIZE=${VAL_SIZE:-240}                # 40 per tier, x VAL_N samples
-    # one validation of 240 x 4 answers costs ~75 s here (verl's agent loop writes each answer to
+    # one validation of 240 x 4 answers costs 30-75 s on 2 cores (verl's agent loop writes each answer to
     # TransferQueue), so the demo validates at the start and the end only. Not fewer prompts: with
     # 120 the rise (~5 -> ~15%) was 2.9 of its standard errors (~2.3) in one run, too close to 2
     TEST_FREQ=${TEST_FREQ:-$STEPS} ;;
