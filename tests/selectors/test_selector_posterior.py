@@ -12,6 +12,7 @@ from recipe.depo.selectors import (
     PosteriorConfig,
     PosteriorSelector,
 )
+from recipe.depo.selectors.posterior import useful_share
 
 
 def test_posterior_update_with_decay_is_moppss_recursion():
@@ -44,6 +45,33 @@ def test_thompson_samples_come_from_the_selectors_own_seeded_rng():
     assert sel.centre == 0.5  # the fill's target
 
 
+def test_useful_share_is_the_beta_binomial_chance_of_a_mixed_group():
+    # Beta(1, 1), groups of 2: E[p^2] = E[(1 - p)^2] = 1/3, so a third of groups are mixed.
+    assert useful_share(np.array([1.0]), np.array([1.0]), 2).tolist() == pytest.approx([1 / 3])
+    # Beta(10, 2), groups of 8: E[p^8] = prod_{i<8} (10 + i) / (12 + i) = 10 * 11 / (18 * 19) and
+    # E[(1 - p)^8] = 9! / (12 * 13 * ... * 19).
+    expected = 1 - 110 / 342 - 362880 / 3047466240
+    assert useful_share(np.array([10.0]), np.array([2.0]), 8).tolist() == pytest.approx([expected])
+
+
+def test_useful_decision_rejects_a_loosely_pinned_prompt_near_the_edge():
+    sel = HybridSelector(HybridConfig(prior_weight=4, decay=0.5, decision="useful"))
+    # before any outcome (no group size yet) it decides by the mean, as depo does
+    assert sel.decide(["x", "y"], [0.5, 0.9]).keep.tolist() == [True, False]
+    sel.update(["x", "y"], [1.0, 0.5], n=8)
+    # x: Beta(2 + 8, 2), mean 0.833 (in the window), but a group of 8 is mixed with chance 0.678,
+    # below the 0.7275 of a prompt known to sit at 0.85 (1 - 0.85^8 - 0.15^8): rejected.
+    # y: Beta(2 + 4, 2 + 4): mixed with chance 1 - 2 * (6 * 7 * ... * 11) / (14 * 15 * ... * 19).
+    d = sel.decide(["x", "y"], [0.5, 0.5])
+    assert d.score.tolist() == pytest.approx([10 / 12, 0.5])  # the fill still ranks by the mean
+    assert d.keep.tolist() == [False, True]
+    assert useful_share(np.array([6.0]), np.array([6.0]), 8).tolist() == pytest.approx([1 - 2 * 332640 / 19535040])
+    # the same outcomes decided by the mean keep x
+    mean = HybridSelector(HybridConfig(prior_weight=4, decay=0.5, decision="mean"))
+    mean.update(["x", "y"], [1.0, 0.5], n=8)
+    assert mean.decide(["x", "y"], [0.5, 0.5]).keep.tolist() == [True, True]
+
+
 def test_hybrid_decides_an_unseen_prompt_by_its_prediction_alone():
     preds = [0.1, 0.15, 0.5, 0.85, 0.9]
     hybrid, depo = HybridSelector(), DepoWindowSelector()
@@ -55,7 +83,7 @@ def test_hybrid_decides_an_unseen_prompt_by_its_prediction_alone():
 
 
 def test_hybrid_prior_is_a_beta_centred_on_the_prediction():
-    sel = HybridSelector(HybridConfig(prior_weight=4, decay=0.5))
+    sel = HybridSelector(HybridConfig(prior_weight=4, decay=0.5, decision="mean"))
     sel.update(["x"], [1.0], n=8)
     # Prior Beta(4 * 0.5, 4 * 0.5) plus 8 right: Beta(10, 2), mean 0.833: still in the window.
     alpha, beta = sel.posterior(["x"], [0.5])
@@ -93,7 +121,12 @@ def test_hybrid_auto_prior_weight_from_how_well_predictions_matched():
 
 
 @pytest.mark.parametrize(
-    "make", [lambda: PosteriorSelector(seed=2), lambda: HybridSelector(HybridConfig(decision="thompson"), seed=2)]
+    "make",
+    [
+        lambda: PosteriorSelector(seed=2),
+        lambda: HybridSelector(HybridConfig(decision="thompson"), seed=2),
+        lambda: HybridSelector(seed=2),  # decision: useful, which needs the group size back
+    ],
 )
 def test_state_dict_round_trip_gives_the_same_next_decisions(make):
     sel = make()

@@ -16,7 +16,7 @@ from verl.base_config import BaseConfig
 from recipe.depo.config_fields import DEPOConfigError, FieldChecks, build, is_number
 
 SELECTOR_NAMES = ("depo", "greso", "posterior", "hybrid")
-DECISIONS = ("thompson", "mean")
+DECISIONS = ("thompson", "mean", "useful")
 
 
 @dataclass
@@ -63,8 +63,9 @@ class PosteriorConfig(BaseConfig):
     """A Beta posterior of each prompt's success rate (MoPPS, arXiv 2507.04632; its public code's
     values). Each labelled group adds its successes and failures after the old counts were
     multiplied by ``decay`` (1 = no forgetting); a prompt is kept when a Thompson sample of its
-    posterior (``decision: thompson``) or its posterior mean (``mean``) lies in the filter's window,
-    and the fill completes a batch with the samples closest to ``target``."""
+    posterior (``decision: thompson``) or its posterior mean (``mean``) lies in the filter's window
+    (``useful``: and the posterior expects at least the useful-group share of a prompt at the
+    window's edge), and the fill completes a batch with the scores closest to ``target``."""
 
     config_key: ClassVar[str] = "depo.filter.selector.posterior"
 
@@ -89,9 +90,12 @@ class HybridConfig(BaseConfig):
     """The estimator's text prediction as each prompt's prior: Beta(w q, w (1 - q)) for a
     prediction q and prior weight w (the prior counts as w rollouts), plus the prompt's own
     outcomes with ``decay``. An unseen prompt is judged by its text alone (its posterior mean is
-    q); a seen one by its text and its outcomes. ``decision: mean`` (the default) keeps a prompt
-    when the posterior mean lies in the window, so before any outcome it decides exactly as
-    ``depo`` does; ``thompson`` samples as the posterior selector does.
+    q); a seen one by its text and its outcomes. ``decision: mean`` keeps a prompt when the
+    posterior mean lies in the window, so it decides an unseen prompt exactly as ``depo`` does;
+    ``useful`` (the default) also asks that the posterior expect at least the useful-group share
+    of a prompt at the window's edge, so it rejects a prompt near an edge that the prior and the
+    outcomes pin down only loosely (before the first outcome it decides as ``mean``);
+    ``thompson`` samples as the posterior selector does.
 
     ``prior_weight: auto`` (the default) sets w from how well the predictions have matched the
     outcomes so far (empirical Bayes, moments with per-step forgetting ``auto_decay``), within
@@ -107,7 +111,7 @@ class HybridConfig(BaseConfig):
     auto_decay: float = 0.9
     decay: float = 0.5
     target: float = 0.5
-    decision: str = "mean"
+    decision: str = "useful"
 
     def __post_init__(self) -> None:
         check = FieldChecks(self)

@@ -5,8 +5,12 @@ keeps no memory of a prompt's own outcomes; a history selector (GRESO, MoPPS) re
 but knows nothing of a prompt before it repeats. Here a candidate with prediction q gets the
 prior Beta(w q, w (1 - q)), worth w rollouts, and its own decayed outcome counts on top (the same
 counts as the posterior selector). The prior is rebuilt from the current prediction at every
-decision, so as the estimator follows the policy, so does the prior. With ``decision: mean`` an
-unseen prompt scores exactly q and is decided as ``depo`` decides it.
+decision, so as the estimator follows the policy, so does the prior. An unseen prompt scores
+exactly q: with ``decision: mean`` it is decided as ``depo`` decides it; with ``useful`` (the
+default) a q near the window's edge is also rejected when the prior is worth little (a small w:
+predictions that have explained the outcomes poorly), since a group there is likely to come out
+all right or all wrong: there the estimator's misreadings of the text cost most
+(docs/selectors.md, "Why the hybrid's defaults").
 
 How much a prediction is worth (``prior_weight: auto``): under the prior, a group's mean@k m of
 n rollouts scatters around q with E[(m - q)^2] = q (1 - q) (1 + w / n) / (w + 1). So the ratio

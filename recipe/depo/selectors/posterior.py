@@ -8,6 +8,14 @@ unrolled. A candidate's score is a draw from its posterior (``decision: thompson
 posterior mean (``mean``); it is kept when the score lies in the filter's window, and the fill
 completes a batch with the scores closest to ``target``. An unseen prompt's posterior is the
 prior alone (Beta(1, 1): uniform), so before a prompt repeats this selector is a random one.
+
+``decision: useful`` keeps a candidate only when the share of useful groups (not all right, not
+all wrong) its posterior expects, 1 - E[p^n] - E[(1 - p)^n] for groups of n, is at least that of
+a prompt known to sit at the window's edge, and its mean lies in the window. For a posterior
+pinned to one value this is the window on the mean; a wide one (a prompt seen little, or a prior
+worth little) near an edge is rejected, since much of its mass lies where groups come out all
+right or all wrong. The mean is the score the fill ranks by. n is the group size of the last
+update; before the first one the decision is the mean's.
 """
 
 from __future__ import annotations
@@ -21,6 +29,17 @@ from recipe.depo.selectors.base import Decisions, Selector, finite_float, regist
 from recipe.depo.selectors.config import PosteriorConfig
 
 
+def useful_share(alpha: np.ndarray, beta: np.ndarray, n: int) -> np.ndarray:
+    """1 - E[p^n] - E[(1 - p)^n] under Beta(alpha, beta): the chance that a group of n rollouts is
+    neither all right nor all wrong. E[p^n] = prod_{i<n} (alpha + i) / (alpha + beta + i)."""
+    alpha, beta = np.asarray(alpha, dtype=np.float64), np.asarray(beta, dtype=np.float64)
+    i = np.arange(n, dtype=np.float64)
+    total = (alpha + beta)[..., None] + i
+    all_right = np.prod((alpha[..., None] + i) / total, axis=-1)
+    all_wrong = np.prod((beta[..., None] + i) / total, axis=-1)
+    return 1.0 - all_right - all_wrong
+
+
 class BetaHistory(Selector):
     """The per-prompt decayed counts and the decision from a Beta(alpha, beta) per candidate;
     subclasses say where the prior comes from."""
@@ -30,6 +49,8 @@ class BetaHistory(Selector):
         # prompt id -> [decayed successes, decayed failures]
         self.counts: dict[str, list[float]] = {}
         self.counters = {"decided": 0, "kept": 0, "updates": 0}
+        # rollouts per group in the last update: the n of ``decision: useful`` (0: none yet)
+        self.group_size = 0
 
     @property
     def centre(self) -> float:
@@ -60,6 +81,10 @@ class BetaHistory(Selector):
         else:
             score = alpha / (alpha + beta)
         keep = self.in_window(score)
+        if self.config.decision == "useful" and self.group_size > 0 and len(alpha):
+            n, (low, high) = self.group_size, self.window
+            edge = min(1.0 - x**n - (1.0 - x) ** n for x in (low, high))
+            keep &= useful_share(alpha, beta, n) >= edge
         self.counters["decided"] += len(keep)
         self.counters["kept"] += int(keep.sum())
         return Decisions(keep=keep, score=score)
@@ -71,10 +96,15 @@ class BetaHistory(Selector):
             s, f = self.counts.get(key, (0.0, 0.0))
             self.counts[key] = [decay * s + float(value) * n, decay * f + (1.0 - float(value)) * n]
         self.counters["updates"] += 1
+        self.group_size = int(n)
         return {"tracked_prompts": float(len(self.counts))}
 
     def _state(self) -> dict:
-        return {"counts": {k: list(v) for k, v in self.counts.items()}, "counters": dict(self.counters)}
+        return {
+            "counts": {k: list(v) for k, v in self.counts.items()},
+            "counters": dict(self.counters),
+            "group_size": self.group_size,
+        }
 
     def _load_state(self, state: dict) -> None:
         counts = {}
@@ -84,7 +114,9 @@ class BetaHistory(Selector):
                 raise ValueError(f"{self.name} selector state: negative counts for prompt {key!r}")
             counts[str(key)] = [s, f]
         counters = {name: int(state["counters"].get(name, 0)) for name in self.counters}
-        self.counts, self.counters = counts, counters
+        # absent from states saved before ``decision: useful`` existed; they decided by the mean
+        group_size = int(state.get("group_size", 0))
+        self.counts, self.counters, self.group_size = counts, counters, group_size
 
 
 @register_selector("posterior")
