@@ -179,6 +179,31 @@ def test_history_oracle_learns_a_prompts_hidden_offset_from_its_outcomes(sim):
     np.testing.assert_allclose(oracle.score(np.arange(3), 0), [*truth, 0.5], atol=0.01)
 
 
+def test_history_oracle_useful_share_is_the_posterior_chance_of_a_mixed_group(sim):
+    # A prompt whose outcomes pin it to ~0.88: its chance of a mixed group of 8 is near
+    # 1 - 0.88^8 - 0.12^8; the unseen one averages 1 - p^8 - (1 - p)^8 over its text-given prior,
+    # which is below the value at its mean (Jensen), so a loose posterior near 0.5 is still kept.
+    _, _, policy = tiny_world(sim, [0.5, 0.5], hidden_sd=2.0, hidden=[2.0, 0.0])
+    oracle = sim.HistoryOracle(policy)
+    truth = policy.true_p(np.arange(1), 0)
+    oracle.observe(np.arange(1), np.rint(truth * 400), 400, step=0)
+    mean, useful = oracle.mean_and_useful(np.arange(2), 0, 8)
+    np.testing.assert_allclose(useful[0], 1 - mean[0] ** 8 - (1 - mean[0]) ** 8, atol=0.02)
+    assert useful[1] < 1 - mean[1] ** 8 - (1 - mean[1]) ** 8
+    assert oracle.mean_and_useful(np.arange(2), 0, 0)[1].tolist() == [0.0, 0.0]  # n = 0: not computed
+
+
+def test_history_oracle_row_reports_the_better_of_its_two_rules(sim, tmp_path):
+    out = tmp_path / "rules.json"
+    args = ["--workloads", "hidden", "--epochs", "2", "--pool-size", "60", "--batch", "8", "--warmup", "2"]
+    args += ["--selectors", "uniform,oracle_history", "--json", str(out), "--png", ""]
+    assert sim.main(args) == 0
+    summary = json.loads(out.read_text())["workloads"]["hidden"]["summaries"]["oracle_history"]
+    assert set(summary["rules"]) == set(sim.HISTORY_RULES) and summary["rule"] in sim.HISTORY_RULES
+    assert summary["useful_per_rollout"] == max(summary["rules"].values())
+    assert summary["rules"][summary["rule"]] == summary["useful_per_rollout"]
+
+
 def test_hidden_workload_text_explains_about_a_third(sim):
     assert 0.3 < sim.text_share(sim.WORKLOADS["hidden"]) < 0.37
     for name in ("even", "easy", "bimodal"):
