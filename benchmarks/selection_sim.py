@@ -84,6 +84,7 @@ if REPO not in sys.path:
 
 from recipe.depo.estimator.config import EstimatorConfig  # noqa: E402
 from recipe.depo.filter import Candidate, DifficultyFilter, FilterConfig  # noqa: E402
+from recipe.depo.selectors.posterior import edge_useful_share  # noqa: E402
 
 # ----------------------------------------------------------------------------- the task
 # Topic phrases use words of the tiny test encoder's vocabulary, so the tiny encoder sees them as
@@ -508,7 +509,7 @@ class HistoryOracleSelector(FilterSelector):
     def __init__(self, name, stream, batch, filter_config, oracle: HistoryOracle, n: int, rule: str = "useful") -> None:
         self.oracle, self.n, self.rule = oracle, n, rule
         low, high = filter_config.low, filter_config.high
-        edge = min(1.0 - x**n - (1.0 - x) ** n for x in (low, high))
+        edge = edge_useful_share((low, high), n)
 
         def score(ids: np.ndarray, step: int) -> np.ndarray:
             mean, useful = oracle.mean_and_useful(ids, step, n if rule == "useful" else 0)

@@ -47,9 +47,8 @@ class HybridSelector(BetaHistory):
         # Predictions made at decision time, until the prompt's outcome arrives (auto weight):
         # prompt id -> [prediction, the update count when it was made].
         self.pending: dict[str, list] = {}
-        # Forgetful sums of (m - q)^2 and q (1 - q) over labelled groups, and the n they had.
+        # Forgetful sums of (m - q)^2 and q (1 - q) over labelled groups (their n: group_size).
         self.moments = [0.0, 0.0]
-        self.last_n = 0
 
     @property
     def prior_weight(self) -> float:
@@ -57,10 +56,10 @@ class HybridSelector(BetaHistory):
         if cfg.prior_weight != "auto":
             return float(cfg.prior_weight)
         squared, spread = self.moments
-        if spread <= 0.0 or self.last_n < 1:
+        if spread <= 0.0 or self.group_size < 1:
             return cfg.max_prior_weight  # no evidence yet; only unseen prompts, which w does not change
         ratio = squared / spread
-        floor = 1.0 / self.last_n
+        floor = 1.0 / self.group_size
         if ratio <= floor:
             return cfg.max_prior_weight
         weight = (1.0 - ratio) / (ratio - floor)
@@ -89,7 +88,6 @@ class HybridSelector(BetaHistory):
                     spread += entry[0] * (1.0 - entry[0])
             keep = self.config.auto_decay
             self.moments = [keep * self.moments[0] + squared, keep * self.moments[1] + spread]
-            self.last_n = int(n)
             # Decided but never rolled out (rejected, or dropped): forget after one more step.
             done = self.counters["updates"]
             self.pending = {k: v for k, v in self.pending.items() if v[1] >= done}
@@ -102,12 +100,12 @@ class HybridSelector(BetaHistory):
             **super()._state(),
             "pending": {k: list(v) for k, v in self.pending.items()},
             "moments": list(self.moments),
-            "last_n": self.last_n,
         }
 
     def _load_state(self, state: dict) -> None:
         pending = {str(k): [float(q), int(at)] for k, (q, at) in state["pending"].items()}
         moments = [float(state["moments"][0]), float(state["moments"][1])]
-        last_n = int(state["last_n"])
         super()._load_state(state)
-        self.pending, self.moments, self.last_n = pending, moments, last_n
+        self.pending, self.moments = pending, moments
+        if "group_size" not in state:  # saved before BetaHistory kept it: the hybrid's own n then
+            self.group_size = int(state["last_n"])

@@ -40,6 +40,12 @@ def useful_share(alpha: np.ndarray, beta: np.ndarray, n: int) -> np.ndarray:
     return 1.0 - all_right - all_wrong
 
 
+def edge_useful_share(window: tuple[float, float], n: int) -> float:
+    """The useful-group share of a prompt known to sit at the window's edge (the lower of the
+    two edges'): the bar of ``decision: useful``, 1 - x^n - (1 - x)^n at x = low or high."""
+    return min(1.0 - x**n - (1.0 - x) ** n for x in window)
+
+
 class BetaHistory(Selector):
     """The per-prompt decayed counts and the decision from a Beta(alpha, beta) per candidate;
     subclasses say where the prior comes from."""
@@ -82,9 +88,7 @@ class BetaHistory(Selector):
             score = alpha / (alpha + beta)
         keep = self.in_window(score)
         if self.config.decision == "useful" and self.group_size > 0 and len(alpha):
-            n, (low, high) = self.group_size, self.window
-            edge = min(1.0 - x**n - (1.0 - x) ** n for x in (low, high))
-            keep &= useful_share(alpha, beta, n) >= edge
+            keep &= useful_share(alpha, beta, self.group_size) >= edge_useful_share(self.window, self.group_size)
         self.counters["decided"] += len(keep)
         self.counters["kept"] += int(keep.sum())
         return Decisions(keep=keep, score=score)
