@@ -611,7 +611,7 @@ def main(argv: list[str] | None = None) -> int:
             # another machine's warm start gained +6.6 (docs/compare.md has both)
             args.steps = 10 if args.quick else 35
         if args.test_freq is None:
-            # evaluating a checkpoint's 960 sampled answers costs ~10 s here (verl's in-trainer
+            # evaluating a checkpoint's 960 sampled answers costs 2-4 s here (verl's in-trainer
             # validation ~55-75 s): every 5 steps separates the methods' rollouts-to-target
             args.test_freq = 5
         for flag in ("steps", "batch", "n", "test_freq", "val_n", "val_size", "train_size", "run_timeout"):
