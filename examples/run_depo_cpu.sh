@@ -111,6 +111,7 @@ REPORT=${REPORT:-1}                        # 0: no report at the end (MODE=compa
 for knob in TRAIN_SIZE VAL_SIZE STEPS BATCH N MINI_BATCH PROMPT_LEN RESPONSE_LEN TIMEOUT_S WARMUP SEED; do
   [[ "${!knob}" =~ ^[0-9]+$ ]] || { echo "$knob must be a whole number, got '${!knob}'" >&2; exit 2; }
 done
+(( MINI_BATCH > 0 && BATCH % MINI_BATCH == 0 )) || { echo "MINI_BATCH must divide BATCH ($BATCH), got '$MINI_BATCH'" >&2; exit 2; }
 for knob in TEST_FREQ SAVE_FREQ; do
   [[ "${!knob}" =~ ^-?[0-9]+$ ]] || { echo "$knob must be an integer (-1: never), got '${!knob}'" >&2; exit 2; }
 done
@@ -246,7 +247,7 @@ timeout --signal=INT --kill-after=30 "$TIMEOUT_S" python -m "$ENTRY" "${CONFIG_A
   actor_rollout_ref.model.path="$MODEL_DIR" \
   actor_rollout_ref.actor.optim.lr="$LR" \
   actor_rollout_ref.actor.ppo_mini_batch_size="$MINI_BATCH" \
-  actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu="$((BATCH * N))" \
+  actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu="$((MINI_BATCH * N))" \
   actor_rollout_ref.actor.use_kl_loss=false \
   actor_rollout_ref.actor.entropy_coeff=0 \
   actor_rollout_ref.rollout.n="$N" \

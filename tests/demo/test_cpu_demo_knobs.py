@@ -60,6 +60,8 @@ def test_a_new_empty_or_demo_directory_gets_past_the_check(tmp_path, state):
         ("TIMEOUT_S", "10m", "TIMEOUT_S must be a whole number, got '10m'"),
         ("BATCH", "-4", "BATCH must be a whole number, got '-4'"),
         ("SAVE_FREQ", "x", "SAVE_FREQ must be an integer (-1: never), got 'x'"),
+        ("MINI_BATCH", "5", "MINI_BATCH must divide BATCH (16), got '5'"),
+        ("MINI_BATCH", "0", "MINI_BATCH must divide BATCH (16), got '0'"),
     ],
 )
 def test_a_knob_that_is_not_a_number_is_named(tmp_path, knob, value, message):

@@ -62,10 +62,9 @@ def _launch(out_dir, encoder: str, log_name: str, steps: int, save_freq: int, re
     ]
     if MINI_BATCHES[rollout] > 1:
         knobs["MINI_BATCH"] = BATCH // MINI_BATCHES[rollout]
-        overrides += [
-            "depo.advantage_filter.mask_zero_adv_groups=true",
-            f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={BATCH * N // MINI_BATCHES[rollout]}",
-        ]
+        # (the launcher sizes the micro-batch from MINI_BATCH itself: it used to take BATCH * N,
+        # which verl refuses when a mini-batch is smaller)
+        overrides.append("depo.advantage_filter.mask_zero_adv_groups=true")
     proc = launch(out_dir, log_name, overrides, timeout=680, **knobs)
     # the rollout asked for is the one that served (Ray prefixes each actor's output with its class)
     assert ("(vLLMHttpServer pid=" in proc.stdout) == (rollout == "vllm"), f"{rollout} rollout not used; see the log"
