@@ -10,7 +10,7 @@ carries it cannot see ahead make the upper tiers hard: after warm-up the lowest 
 (almost) always solved, the highest (almost) never, and the middle ones sometimes -- the mix of
 easy, impossible and informative prompts DEPO is meant to sort out.
 
-    python -m data_prep.arithmetic --output DIR --train-size N --val-size M --seed S
+    python -m data_prep.arithmetic --output DIR --train-size N --val-size M --seed S [--tier-mix 3,3,3,1,1,1]
 """
 
 from __future__ import annotations
@@ -20,7 +20,15 @@ import sys
 from pathlib import Path
 
 from data_prep.common import DataPrepError, check_output_dir, check_outputs, make_row, publish_parquets
-from recipe.depo.demo.arithmetic_task import TIERS, Tier, answer_text, iter_problems, make_problem, prompt_for
+from recipe.depo.demo.arithmetic_task import (
+    TIERS,
+    Tier,
+    answer_text,
+    iter_problems,
+    make_problem,
+    prompt_for,
+    tier_cycle,
+)
 
 __all__ = ["TIERS", "Tier", "answer_text", "build", "build_rows", "iter_problems", "make_problem", "prompt_for"]
 
@@ -28,9 +36,11 @@ DATA_SOURCE = "arithmetic"
 ABILITY = "arithmetic"
 
 
-def build_rows(split: str, seed: int, count: int, start_index: int = 0) -> list[dict]:
+def build_rows(
+    split: str, seed: int, count: int, start_index: int = 0, tier_mix: tuple[int, ...] | None = None
+) -> list[dict]:
     rows = []
-    for offset, (tier, question, value) in enumerate(iter_problems(seed, count)):
+    for offset, (tier, question, value) in enumerate(iter_problems(seed, count, tier_mix=tier_mix)):
         rows.append(
             make_row(
                 data_source=DATA_SOURCE,
@@ -46,19 +56,42 @@ def build_rows(split: str, seed: int, count: int, start_index: int = 0) -> list[
     return rows
 
 
-def build(output: str | Path, train_size: int, val_size: int, seed: int, overwrite: bool = False) -> dict[str, Path]:
-    """Write ``train.parquet`` and ``val.parquet`` under ``output``, both or neither."""
+def parse_tier_mix(text: str) -> tuple[int, ...]:
+    """``--tier-mix``: whole shares per tier, comma-separated (``3,3,3,1,1,1``)."""
+    try:
+        mix = tuple(int(part) for part in text.split(","))
+        tier_cycle(mix)
+    except ValueError:
+        raise DataPrepError(
+            f"--tier-mix must be {len(TIERS)} comma-separated whole numbers, one per tier "
+            f"({', '.join(t.name for t in TIERS)}), at least one above 0; got {text!r}"
+        ) from None
+    return mix
+
+
+def build(
+    output: str | Path,
+    train_size: int,
+    val_size: int,
+    seed: int,
+    overwrite: bool = False,
+    tier_mix: tuple[int, ...] | None = None,
+) -> dict[str, Path]:
+    """Write ``train.parquet`` and ``val.parquet`` under ``output``, both or neither; both splits
+    cycle through ``tier_mix`` (one of each tier by default)."""
     for flag, size in (("--train-size", train_size), ("--val-size", val_size)):
         if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
             raise DataPrepError(f"{flag} must be a positive integer, got {size!r}")
+    if tier_mix is not None:
+        parse_tier_mix(",".join(str(m) for m in tier_mix))
     output = check_output_dir(output)
     paths = {"train": output / "train.parquet", "val": output / "val.parquet"}
     check_outputs({f"the {split} output": path for split, path in paths.items()}, overwrite)
     # Distinct seeds per split so validation is not a copy of training prompts.
     publish_parquets(
         {
-            paths["train"]: build_rows("train", seed, train_size),
-            paths["val"]: build_rows("val", seed + 1_000_003, val_size, start_index=train_size),
+            paths["train"]: build_rows("train", seed, train_size, tier_mix=tier_mix),
+            paths["val"]: build_rows("val", seed + 1_000_003, val_size, start_index=train_size, tier_mix=tier_mix),
         }
     )
     return paths
@@ -70,10 +103,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-size", type=int, default=1024)
     parser.add_argument("--val-size", type=int, default=120)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--tier-mix", default=None, help="whole shares per tier, e.g. 3,3,3,1,1,1 (default: one of each)"
+    )
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
     try:
-        paths = build(args.output, args.train_size, args.val_size, args.seed, overwrite=args.overwrite)
+        mix = parse_tier_mix(args.tier_mix) if args.tier_mix is not None else None
+        paths = build(args.output, args.train_size, args.val_size, args.seed, overwrite=args.overwrite, tier_mix=mix)
     except DataPrepError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -58,3 +58,26 @@ def test_bad_sizes_and_tiers_name_the_problem(tmp_path):
         import random
 
         arithmetic.make_problem(random.Random(0), 99)
+
+
+def test_a_tier_mix_gives_exact_shares_and_one_of_each_by_default(tmp_path):
+    from recipe.depo.demo.arithmetic_task import tier_cycle
+
+    assert tier_cycle(None) == [0, 1, 2, 3, 4, 5]
+    assert tier_cycle((2, 0, 1, 0, 0, 1)) == [0, 0, 2, 5]
+    mixed = arithmetic.build(tmp_path / "m", train_size=24, val_size=12, seed=5, tier_mix=(3, 3, 3, 1, 1, 1))
+    tiers = pd.read_parquet(mixed["val"])["extra_info"].map(lambda e: e["tier"]).tolist()
+    assert tiers == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 4, 5]
+    # the default is the round-robin the demo always had: same rows as an explicit all-ones mix
+    plain = arithmetic.build(tmp_path / "p", train_size=24, val_size=12, seed=5)
+    ones = arithmetic.build(tmp_path / "o", train_size=24, val_size=12, seed=5, tier_mix=(1,) * 6)
+    assert pd.read_parquet(plain["train"]).equals(pd.read_parquet(ones["train"]))
+
+
+@pytest.mark.parametrize("mix", ["3,3,3", "1,1,1,1,1,x", "0,0,0,0,0,0", "1,1,1,1,1,-1"])
+def test_a_bad_tier_mix_is_one_line_and_writes_nothing(tmp_path, capsys, mix):
+    out = tmp_path / "out"
+    assert arithmetic.main(["--output", str(out), "--train-size", "6", "--val-size", "6", "--tier-mix", mix]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --tier-mix must be 6 comma-separated whole numbers"), err
+    assert not out.exists()

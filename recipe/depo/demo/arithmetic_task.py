@@ -59,14 +59,28 @@ def answer_text(value: int) -> str:
     return f"\\boxed{{{value}}}"
 
 
+def tier_cycle(mix: tuple[int, ...] | None) -> list[int]:
+    """The repeating tier order for a mix of whole shares per tier: ``(2, 1, 1, 1, 1, 1)`` gives
+    ``[0, 0, 1, 2, 3, 4, 5]``; ``None`` is one of each (round-robin)."""
+    if mix is None:
+        return list(range(len(TIERS)))
+    if len(mix) != len(TIERS) or any(isinstance(m, bool) or not isinstance(m, int) or m < 0 for m in mix):
+        raise ValueError(f"a tier mix is {len(TIERS)} whole numbers, one per tier, got {mix!r}")
+    if not any(mix):
+        raise ValueError(f"a tier mix needs at least one tier, got {mix!r}")
+    return [tier for tier, share in enumerate(mix) for _ in range(share)]
+
+
 def iter_problems(
-    seed: int, count: int, tier_weights: tuple[float, ...] | None = None
+    seed: int, count: int, tier_weights: tuple[float, ...] | None = None, tier_mix: tuple[int, ...] | None = None
 ) -> Iterator[tuple[int, str, int]]:
-    """``count`` problems as ``(tier, question, value)``, tiers in round-robin unless weighted."""
+    """``count`` problems as ``(tier, question, value)``: tiers drawn at random with
+    ``tier_weights``, else cycling through ``tier_mix`` (exact shares; round-robin by default)."""
     rng = random.Random(seed)
+    cycle = tier_cycle(tier_mix)
     for i in range(count):
         if tier_weights is None:
-            tier = i % len(TIERS)
+            tier = cycle[i % len(cycle)]
         else:
             tier = rng.choices(range(len(TIERS)), weights=tier_weights)[0]
         question, value = make_problem(rng, tier)
