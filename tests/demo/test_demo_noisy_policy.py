@@ -41,7 +41,17 @@ def test_cache_key_covers_the_recipe_and_the_base():
     assert base.digest() != NoisyPolicySpec(steps=base.steps + 1).digest()
     assert base.digest() != NoisyPolicySpec(unboxed=0.5).digest()
     assert base.digest() != NoisyPolicySpec(base=noisy_policy.TinyPolicySpec(seed=1)).digest()
+    assert base.digest() != NoisyPolicySpec(recipe="scratch").digest()
+    # the default recipe keeps the cache key it had before the field existed
+    assert base.digest() == "608ef11143c9"
     assert noisy_policy.policy_dir(base, "/x").name == f"noisy-policy-{base.digest()}"
+
+
+def test_an_unknown_recipe_is_refused_naming_it():
+    with pytest.raises(ValueError, match="recipe must be one of finetune, scratch, got 'tune'"):
+        NoisyPolicySpec(recipe="tune")
+    scratch = NoisyPolicySpec.scratch()
+    assert (scratch.recipe, scratch.steps, scratch.lr) == ("scratch", 600, 3e-3)
 
 
 def test_a_cache_root_that_is_a_file_is_one_line(tmp_path, capsys):
@@ -65,8 +75,8 @@ def test_built_policy_computes_the_easy_answers_but_rarely_boxes_them():
     assert tiers[5]["greedy"] <= 0.05 and tiers[5]["sampled"] <= 0.05, tiers
 
 
-def test_a_small_build_publishes_both_policies_complete(tmp_path, monkeypatch):
-    """ensure_noisy_policy builds its base first, then itself, each published whole under its
+def test_a_small_finetune_build_publishes_both_policies_complete(tmp_path, monkeypatch):
+    """The finetune recipe builds its base first, then itself, each published whole under its
     spec's name (what a later run's cache lookup and verl's model loading read)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -98,3 +108,21 @@ def test_a_small_build_publishes_both_policies_complete(tmp_path, monkeypatch):
     b = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).state_dict()
     assert any(not torch.equal(a[k], b[k]) for k in a)
     assert noisy_policy.ensure_noisy_policy(spec, tmp_path, evaluate=False) == path  # cached now
+
+
+def test_a_small_scratch_build_needs_no_base(tmp_path, monkeypatch):
+    """The default recipe trains the base's architecture from initialisation: only its own
+    directory is published, and it records no base."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    monkeypatch.setenv("DEPO_CPU_THREADS", "1")
+    base = noisy_policy.TinyPolicySpec(
+        hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64, steps=2, batch_size=4
+    )
+    spec = NoisyPolicySpec.scratch(base=base, steps=3, batch_size=4)
+    path = noisy_policy.ensure_noisy_policy(spec, tmp_path, evaluate=False)
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+    info = json.loads((path / "depo_noisy_policy.json").read_text())
+    assert info["base"] is None and info["spec"]["recipe"] == "scratch" and info["final_loss"] > 0
+    assert AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).config.hidden_size == 32
