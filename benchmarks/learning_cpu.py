@@ -40,6 +40,7 @@ from statistics import mean
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+NOISY_RECIPES = ("finetune", "scratch")  # recipe.depo.demo.noisy_policy.RECIPES, without importing torch
 MARKER = "learning_cpu.json"  # the settings this output directory was made with
 RUN_DONE = "learning_run.json"  # written into a run directory once its run finished
 EVAL_STEPS = "eval_steps"  # run_dir/eval_steps/step_N: checkpoint N evaluated (step_0: the warm start)
@@ -316,6 +317,11 @@ def run_env(args: argparse.Namespace) -> dict[str, str]:
         env["SAVE_FREQ"] = str(args.test_freq)
     if args.lr:
         env["LR"] = args.lr
+    # (absent at their defaults: runs from before these flags stay reusable)
+    if args.noisy_recipe != "finetune":
+        env["NOISY_RECIPE"] = args.noisy_recipe
+    if args.tier_mix is not None:
+        env["TIER_MIX"] = ",".join(str(m) for m in args.tier_mix)
     return env
 
 
@@ -423,7 +429,7 @@ def build_data(data_dir: Path, args: argparse.Namespace) -> None:
         return
     from data_prep.arithmetic import build
 
-    build(data_dir, args.train_size, args.val_size, seed=0, overwrite=True)
+    build(data_dir, args.train_size, args.val_size, seed=0, overwrite=True, tier_mix=args.tier_mix)
 
 
 # ---- rendering -------------------------------------------------------------------------------
@@ -592,6 +598,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--val-size", type=int, default=240)
     parser.add_argument("--train-size", type=int, default=1200)
     parser.add_argument("--lr", default=None, help="actor learning rate (default: the launcher's)")
+    parser.add_argument(
+        "--tier-mix", default=None, help="whole shares per tier of the data, e.g. 3,3,3,1,1,1 (default: one of each)"
+    )
+    parser.add_argument(
+        "--noisy-recipe",
+        default="finetune",
+        help="finetune or scratch: how the warm start is built (recipe/depo/demo/noisy_policy.py)",
+    )
     parser.add_argument("--lock", default=None, help="take this file's lock around each run")
     parser.add_argument(
         "--run-timeout",
@@ -618,6 +632,16 @@ def main(argv: list[str] | None = None) -> int:
             value = getattr(args, flag)
             if value < 1:
                 raise BenchError(f"--{flag.replace('_', '-')} must be a positive integer, got {value}")
+        if args.tier_mix is not None:
+            from data_prep.arithmetic import parse_tier_mix
+            from data_prep.common import DataPrepError
+
+            try:
+                args.tier_mix = parse_tier_mix(args.tier_mix)
+            except DataPrepError as exc:
+                raise BenchError(str(exc)) from None
+        if args.noisy_recipe not in NOISY_RECIPES:
+            raise BenchError(f"--noisy-recipe must be one of {', '.join(NOISY_RECIPES)}, got {args.noisy_recipe!r}")
         output = Path(args.output)
         settings = {
             "benchmark": "learning_cpu",

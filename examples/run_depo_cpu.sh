@@ -65,6 +65,7 @@ OUT_DIR=${OUT_DIR:-/tmp/cpu_depo_demo}
 DATA_DIR=${DATA_DIR:-$OUT_DIR/data}
 SEED=${SEED:-0}
 TRAIN_SIZE=${TRAIN_SIZE:-1200}
+TIER_MIX=${TIER_MIX:-}                     # whole shares per tier, e.g. 3,3,3,1,1,1 (data_prep.arithmetic --tier-mix); empty: one of each
 # 20: at 10 the rise of validation accuracy was below two of its standard errors in one of two
 # runs on one machine (6.5 -> 8.8%; the rollout server's sampling is not seeded per run)
 STEPS=${STEPS:-20}                         # trainer.total_training_steps
@@ -78,6 +79,7 @@ RESPONSE_LEN=${RESPONSE_LEN:-12}
 #        docs/compare.md, "Learning on CPU": validation mean@4 ~4% -> ~16% in 10-30 steps)
 # tiny:  warm-started on correct answers, already at what it can represent: RL only sharpens it
 POLICY=${POLICY:-noisy}
+NOISY_RECIPE=${NOISY_RECIPE:-finetune}     # noisy: finetune | scratch, how its warm start is built (NoisyPolicySpec.recipe)
 TEMPERATURE=${TEMPERATURE:-1.0}
 case "$POLICY" in
   noisy)
@@ -99,6 +101,12 @@ case "$POLICY" in
     VAL_SIZE=${VAL_SIZE:-120} ;;             # 20 per tier
   *) echo "POLICY must be 'noisy' or 'tiny', got '$POLICY'" >&2; exit 2 ;;
 esac
+case "$NOISY_RECIPE" in
+  finetune|scratch) ;;
+  *) echo "NOISY_RECIPE must be 'finetune' or 'scratch', got '$NOISY_RECIPE'" >&2; exit 2 ;;
+esac
+[[ -z "$TIER_MIX" || "$TIER_MIX" =~ ^[0-9]+(,[0-9]+){5}$ ]] || {
+  echo "TIER_MIX must be 6 comma-separated whole numbers, one per tier (e.g. 3,3,3,1,1,1), got '$TIER_MIX'" >&2; exit 2; }
 TEST_FREQ=${TEST_FREQ:-5}
 SAVE_FREQ=${SAVE_FREQ:--1}                 # checkpoint every N steps (-1: never)
 RESUME_MODE=${RESUME_MODE:-disable}        # auto: continue from the latest checkpoint in OUT_DIR
@@ -195,14 +203,14 @@ export VERL_FILE_LOGGER_PATH="$METRICS"
 echo "== [1/4] data: arithmetic task -> $DATA_DIR"
 if [[ ! -f "$DATA_DIR/train.parquet" || ! -f "$DATA_DIR/val.parquet" ]]; then
   python -m data_prep.arithmetic --output "$DATA_DIR" --train-size "$TRAIN_SIZE" --val-size "$VAL_SIZE" \
-    --seed "$SEED" --overwrite
+    --seed "$SEED" ${TIER_MIX:+--tier-mix "$TIER_MIX"} --overwrite
 else
   echo "   reusing existing parquet files"
 fi
 
 echo "== [2/4] $POLICY policy (built once, then cached)"
 case "$POLICY" in
-  noisy) MODEL_DIR=$(python -m recipe.depo.demo.noisy_policy --eval | tail -n 1) ;;
+  noisy) MODEL_DIR=$(python -m recipe.depo.demo.noisy_policy --recipe "$NOISY_RECIPE" --eval | tail -n 1) ;;
   tiny) MODEL_DIR=$(python -m recipe.depo.demo.tiny_policy --eval | tail -n 1) ;;
 esac
 echo "   $MODEL_DIR"

@@ -201,6 +201,8 @@ def _cli(args, cwd, timeout=120):
         (["--seeds", "0,x"], "--seeds must be comma-separated integers"),
         (["--steps", "0"], "--steps must be a positive integer"),
         (["--run-timeout", "0"], "--run-timeout must be a positive integer"),
+        (["--tier-mix", "3,3,3"], "--tier-mix must be 6 comma-separated whole numbers"),
+        (["--noisy-recipe", "pretrained"], "--noisy-recipe must be one of finetune, scratch, got 'pretrained'"),
     ],
 )
 def test_bad_flags_are_one_line_and_write_nothing(args, message, tmp_path):
@@ -233,6 +235,31 @@ def test_an_output_directory_made_with_other_settings_is_refused(tmp_path):
     proc = _cli(["--quick", "--output", str(out)], tmp_path)
     assert proc.returncode == 2 and "other settings (steps, run_env differ)" in proc.stderr
     assert json.loads((out / "learning_cpu.json").read_text()) == marker
+
+
+def test_the_warm_start_recipe_and_tier_mix_reach_the_launcher_only_when_not_the_default(bench):
+    """The default adds no knob, so runs finished before --noisy-recipe existed stay reusable;
+    another recipe is a setting, part of the marker, so its runs are never mixed with them."""
+    import argparse
+
+    args = argparse.Namespace(
+        validate="checkpoints",
+        steps=35,
+        batch=16,
+        n=4,
+        test_freq=5,
+        val_n=4,
+        val_size=240,
+        train_size=1200,
+        lr=None,
+        tier_mix=None,
+    )
+    default = bench.run_env(argparse.Namespace(**vars(args), noisy_recipe="finetune"))
+    assert "NOISY_RECIPE" not in default
+    scratch = bench.run_env(argparse.Namespace(**vars(args), noisy_recipe="scratch"))
+    assert scratch == {**default, "NOISY_RECIPE": "scratch"}
+    mixed = bench.run_env(argparse.Namespace(**{**vars(args), "tier_mix": (3, 3, 3, 1, 1, 1)}, noisy_recipe="finetune"))
+    assert mixed == {**default, "TIER_MIX": "3,3,3,1,1,1"}
 
 
 @pytest.mark.slow
@@ -276,3 +303,9 @@ def test_quick_comparison_end_to_end(tmp_path):
     for png in ("val_vs_rollouts.png", "val_vs_seconds.png", "val_vs_step.png"):
         assert (out / png).is_file()
     assert "| GRPO |" in (out / "learning.md").read_text()
+
+
+def test_the_benchmarks_recipe_names_are_the_warm_starts(bench):
+    from recipe.depo.demo.noisy_policy import RECIPES
+
+    assert bench.NOISY_RECIPES == RECIPES

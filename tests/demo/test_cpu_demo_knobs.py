@@ -62,9 +62,15 @@ def test_a_new_empty_or_demo_directory_gets_past_the_check(tmp_path, state):
         ("SAVE_FREQ", "x", "SAVE_FREQ must be an integer (-1: never), got 'x'"),
         ("MINI_BATCH", "5", "MINI_BATCH must divide BATCH (16), got '5'"),
         ("MINI_BATCH", "0", "MINI_BATCH must divide BATCH (16), got '0'"),
+        ("NOISY_RECIPE", "pretrained", "NOISY_RECIPE must be 'finetune' or 'scratch', got 'pretrained'"),
+        (
+            "TIER_MIX",
+            "3,3,3",
+            "TIER_MIX must be 6 comma-separated whole numbers, one per tier (e.g. 3,3,3,1,1,1), got '3,3,3'",
+        ),
     ],
 )
-def test_a_knob_that_is_not_a_number_is_named(tmp_path, knob, value, message):
+def test_a_bad_knob_is_refused_at_start_naming_it(tmp_path, knob, value, message):
     out = _demo(tmp_path / "demo", **{knob: value})
     assert out.returncode == 2 and out.stderr.strip().splitlines()[-1] == message, out.stderr[-2000:]
     assert not (tmp_path / "demo").exists()
