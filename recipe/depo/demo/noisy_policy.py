@@ -100,7 +100,7 @@ class NoisyPolicySpec:
             raise ValueError(f"recipe must be one of {', '.join(RECIPES)}, got {self.recipe!r}")
 
     @classmethod
-    def scratch(cls, **overrides) -> "NoisyPolicySpec":
+    def scratch(cls, **overrides) -> NoisyPolicySpec:
         """The scratch recipe at the base's own supervised schedule (600 steps at 3e-3)."""
         base = overrides.get("base", TinyPolicySpec())
         return cls(**{"recipe": "scratch", "steps": base.steps, "lr": base.lr, **overrides})
