@@ -67,7 +67,7 @@ SEED=${SEED:-0}
 TRAIN_SIZE=${TRAIN_SIZE:-1200}
 TIER_MIX=${TIER_MIX:-}                     # whole shares per tier, e.g. 3,3,3,1,1,1 (data_prep.arithmetic --tier-mix); empty: one of each
 # 20: at 10 the rise of validation accuracy was below two of its standard errors in one of two
-# runs on one machine (6.5 -> 8.8%; the rollout server's sampling is not seeded per run)
+# runs on one machine (6.5 -> 8.8%; the rollout server was not yet seeded per request, so each run was a new draw)
 STEPS=${STEPS:-20}                         # trainer.total_training_steps
 BATCH=${BATCH:-16}                         # prompts per step
 N=${N:-4}                                  # rollouts per prompt (GRPO group size)
@@ -260,6 +260,7 @@ timeout --signal=INT --kill-after=30 "$TIMEOUT_S" python -m "$ENTRY" "${CONFIG_A
   actor_rollout_ref.actor.entropy_coeff=0 \
   actor_rollout_ref.rollout.n="$N" \
   actor_rollout_ref.rollout.temperature="$TEMPERATURE" \
+  actor_rollout_ref.rollout.seed="$SEED" \
   actor_rollout_ref.rollout.val_kwargs.n="$VAL_N" \
   actor_rollout_ref.rollout.val_kwargs.do_sample="$([[ "$VAL_TEMPERATURE" == 0 || "$VAL_TEMPERATURE" == 0.0 ]] && echo false || echo true)" \
   actor_rollout_ref.rollout.val_kwargs.temperature="$VAL_TEMPERATURE" \

@@ -78,6 +78,51 @@ def test_greedy_is_deterministic_and_max_tokens_is_respected(server):
     assert len(short.token_ids) <= 3 and short.token_ids == a.token_ids[: len(short.token_ids)]
 
 
+def _serve(server, prompts, params, steps=(None,), together=True):
+    """Ask ``server`` for ``prompts`` at each of ``steps`` in turn (one event loop, as in its Ray
+    actor), all at once (one batch) or one at a time; the answers of the last step."""
+
+    async def ask(step):
+        if step is not None:
+            await server.set_global_steps(step)
+        if together:
+            return await asyncio.gather(
+                *[server.generate(f"r{i}", prompt_ids=p, sampling_params=params) for i, p in enumerate(prompts)]
+            )
+        return [await server.generate(f"r{i}", prompt_ids=p, sampling_params=params) for i, p in enumerate(prompts)]
+
+    async def run():
+        for step in steps:
+            outs = await ask(step)
+        return outs
+
+    return [tuple(out.token_ids) for out in asyncio.run(run())]
+
+
+def _fresh(model_dir, seed):
+    config = {"response_length": 10, "prompt_length": 32, "max_num_seqs": 64, "seed": seed}
+    return HFRolloutServer(config, {"path": str(model_dir)})
+
+
+def test_a_seed_fixes_the_draws_whatever_the_batching(model_dir):
+    """Same seed, step and requests: the same answers, served in one batch or one by one in another
+    order; the n copies of a prompt draw differently; another seed or another step draws anew."""
+    prompts = _prompts(3)
+    group = [prompts[0]] * 4 + prompts[1:]
+    params = {"temperature": 1.0, "top_p": 1.0, "top_k": -1}
+    torch.manual_seed(1)
+    batched = _serve(_fresh(model_dir, 7), group, params, steps=[3])
+    torch.manual_seed(2)  # the global generator plays no part
+    one_by_one = _serve(_fresh(model_dir, 7), group[::-1], params, steps=[3], together=False)[::-1]
+    # (which copy of a prompt arrives first decides which draw it gets: the group is the same)
+    assert sorted(batched[:4]) == sorted(one_by_one[:4]) and batched[4:] == one_by_one[4:]
+    assert len(set(batched[:4])) > 1, "the copies of one prompt drew the same answer"
+    assert _serve(_fresh(model_dir, 8), group, params, steps=[3]) != batched
+    assert _serve(_fresh(model_dir, 7), group, params, steps=[4]) != batched
+    # counts restart with the step: asking again at step 3 after step 4 repeats step 3's draws
+    assert _serve(_fresh(model_dir, 7), group, params, steps=[3, 4, 3]) == batched
+
+
 def test_sampling_key_caps_by_response_length_and_context():
     key = sampling_key({"max_tokens": 99, "temperature": 1.0}, default_max_tokens=10, prompt_len=30, max_model_len=35)
     assert key.max_tokens == 5

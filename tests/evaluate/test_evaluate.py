@@ -89,7 +89,7 @@ def test_a_querys_samples_do_not_depend_on_the_batch_it_shares(tiny_policy):
 def test_row_seeded_sampler_draws_from_the_tempered_nucleus(temperature, top_p, expected):
     import torch
 
-    from recipe.depo.evaluate.backends import RowSeededSampler
+    from recipe.depo.seeded_sampling import RowSeededSampler
 
     rows = 20000
     logits = torch.log(torch.tensor([0.5, 0.3, 0.15, 0.05])).repeat(rows, 1)
@@ -99,6 +99,24 @@ def test_row_seeded_sampler_draws_from_the_tempered_nucleus(temperature, top_p, 
     # 4 standard errors of a proportion at 20,000 draws is at most 0.014
     assert torch.allclose(freq, torch.tensor(expected), atol=0.014), (freq, expected)
     assert all(freq[i] == 0 for i, e in enumerate(expected) if e == 0)
+
+
+def test_row_seeded_sampler_keeps_the_top_k_and_a_seed_fixes_a_rows_draw():
+    import torch
+
+    from recipe.depo.seeded_sampling import RowSeededSampler, sample_seed
+
+    rows = 20000
+    logits = torch.log(torch.tensor([0.5, 0.3, 0.15, 0.05])).repeat(rows, 1)
+    picks = RowSeededSampler(list(range(rows)), 1.0, 1.0, "cpu", top_k=2)(None, logits).argmax(dim=-1)
+    freq = torch.bincount(picks, minlength=4).float() / rows
+    assert torch.allclose(freq, torch.tensor([0.625, 0.375, 0.0, 0.0]), atol=0.014), freq
+    # a row's draw is its seed's, whatever rows share the batch
+    seeds = [sample_seed("run", i) for i in range(8)]
+    alone = [RowSeededSampler([s], 1.0, 1.0, "cpu")(None, logits[:1]).argmax(-1).item() for s in seeds]
+    together = RowSeededSampler(seeds[::-1], 1.0, 1.0, "cpu")(None, logits[:8]).argmax(-1).tolist()
+    assert together[::-1] == alone
+    assert sample_seed(3, 1) == sample_seed("3", "1") != sample_seed(3, 2)
 
 
 def test_resume_after_an_interrupted_run_gives_the_uninterrupted_result(tiny_policy, eval_dir, tmp_path, monkeypatch):

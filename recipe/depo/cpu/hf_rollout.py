@@ -30,6 +30,7 @@ from verl.workers.rollout.base import BaseRollout
 from verl.workers.rollout.replica import RolloutReplica, TokenOutput
 
 from recipe.depo.cpu import ROLLOUT_NAME, verl_internals
+from recipe.depo.seeded_sampling import RowSeededSampler, sample_seed
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ class _Request:
     prompt_ids: list[int]
     key: SamplingKey
     future: asyncio.Future = field(repr=False)
+    seed: int = 0
 
 
 def sampling_key(
@@ -124,6 +126,9 @@ class HFRolloutServer:
             config.get("max_model_len", None) or (int(config.get("prompt_length", 512)) + self.response_length)
         )
         self.max_num_seqs = int(config.get("max_num_seqs", 1024) or 1024)
+        # verl's rollout.seed (vLLM's too), one stream per replica as verl's vLLM server does
+        self.seed = int(config.get("seed", 42) or 0) + int(replica_rank)
+        self._draws: dict[tuple, int] = {}
         self.global_steps: int | None = None
         self.weight_version = 0
         self.served_requests = 0
@@ -160,7 +165,7 @@ class HFRolloutServer:
         await self._resume.wait()
         key = sampling_key(sampling_params, self.response_length, len(prompt_ids), self.max_model_len)
         future = asyncio.get_running_loop().create_future()
-        self._queue.append(_Request(list(prompt_ids), key, future))
+        self._queue.append(_Request(list(prompt_ids), key, future, self._request_seed(prompt_ids)))
         self._wakeup.set()
         token_ids, log_probs = await future
         self.served_requests += 1
@@ -170,6 +175,18 @@ class HFRolloutServer:
             stop_reason="completed",
             extra_fields={"global_steps": self.global_steps},
         )
+
+    def _request_seed(self, prompt_ids: list[int]) -> int:
+        """The seed of this request's draw: the rollout seed, the training step, the prompt and how
+        many times the prompt was asked for before in this step (the n samples of a group are n
+        requests). Which prompts arrive together, and in what order, then no longer changes what
+        is sampled: two runs with one seed draw the same answers from the same policy."""
+        prompt = sample_seed(*prompt_ids)
+        if self._draws and next(iter(self._draws))[0] != self.global_steps:
+            self._draws.clear()  # a new step: earlier counts are never asked for again
+        count = self._draws.get((self.global_steps, prompt), 0)
+        self._draws[(self.global_steps, prompt)] = count + 1
+        return sample_seed(self.seed, self.global_steps, prompt, count)
 
     async def _batch_loop(self) -> None:
         while True:
@@ -186,7 +203,9 @@ class HFRolloutServer:
                     chunk = requests[start : start + self.max_num_seqs]
                     try:
                         async with self._model_lock:
-                            results = await asyncio.to_thread(self._generate_batch, [r.prompt_ids for r in chunk], key)
+                            results = await asyncio.to_thread(
+                                self._generate_batch, [r.prompt_ids for r in chunk], key, [r.seed for r in chunk]
+                            )
                     except Exception as exc:  # surface the failure on every waiting request
                         for request in chunk:
                             if not request.future.done():
@@ -198,7 +217,9 @@ class HFRolloutServer:
                     self.served_batches += 1
 
     @torch.no_grad()
-    def _generate_batch(self, prompts: list[list[int]], key: SamplingKey) -> list[tuple[list[int], list[float]]]:
+    def _generate_batch(
+        self, prompts: list[list[int]], key: SamplingKey, seeds: list[int] | None = None
+    ) -> list[tuple[list[int], list[float]]]:
         width = max(len(p) for p in prompts)
         # Left padding keeps every prompt's last token at the same position for decoding.
         input_ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.long)
@@ -209,20 +230,22 @@ class HFRolloutServer:
         greedy = key.temperature <= 0.0
         gen_kwargs: dict[str, Any] = dict(
             max_new_tokens=key.max_tokens,
-            do_sample=not greedy,
+            do_sample=False,  # sampling, when asked, is RowSeededSampler's noise before the argmax
             eos_token_id=self.eos_token_ids or None,
             pad_token_id=self.pad_token_id,
             return_dict_in_generate=True,
             output_logits=True,
+            temperature=None,
+            top_p=None,
+            top_k=None,
         )
         if not greedy:
-            gen_kwargs.update(
-                temperature=key.temperature,
-                top_p=key.top_p if 0.0 < key.top_p < 1.0 else 1.0,
-                top_k=key.top_k if key.top_k and key.top_k > 0 else 0,
-            )
-        else:
-            gen_kwargs.update(temperature=None, top_p=None, top_k=None)
+            from transformers import LogitsProcessorList
+
+            if seeds is None:
+                seeds = [int(torch.randint(0, 2**31 - 1, ())) for _ in prompts]
+            sampler = RowSeededSampler(seeds, key.temperature, key.top_p, "cpu", top_k=key.top_k)
+            gen_kwargs["logits_processor"] = LogitsProcessorList([sampler])
         out = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **gen_kwargs)
         new_tokens = out.sequences[:, width:]
         # Log-probs as the trainer recomputes them: raw logits divided by the sampling temperature,

@@ -16,6 +16,7 @@ import importlib.util
 from dataclasses import dataclass
 
 from recipe.depo.evaluate.data import EvalError
+from recipe.depo.seeded_sampling import RowSeededSampler, sample_seed
 
 BACKENDS = ("auto", "hf", "vllm")
 # rows (queries x samples) per hf generate call: bounds the padded batch's memory on a GPU
@@ -144,45 +145,6 @@ class HFBackend:
             ids = row[:cut]
             results.append(Generation(ids, self.tokenizer.decode(ids, skip_special_tokens=True)))
         return results
-
-
-def sample_seed(query_seed: int, sample: int) -> int:
-    """The seed of a query's ``sample``-th response (31 bits, stable across runs and batches)."""
-    digest = hashlib.sha256(f"{query_seed}:{sample}".encode()).digest()
-    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
-
-
-class RowSeededSampler:
-    """A logits processor that turns greedy decoding into sampling with a generator per row.
-
-    Each row's scores become ``logits / temperature`` restricted to its top-p nucleus (as
-    transformers' ``TopPLogitsWarper``: the smallest set of most likely tokens whose probability
-    reaches ``top_p``) plus Gumbel noise from the row's own generator; the argmax of that is an
-    exact draw from the row's nucleus distribution (the Gumbel-max trick). What a row samples
-    therefore depends on its seed alone, not on the other rows of the batch, which one
-    ``torch.multinomial`` over the batch cannot give."""
-
-    def __init__(self, seeds: list[int], temperature: float, top_p: float, device: str) -> None:
-        import torch
-
-        self.temperature = float(temperature)
-        self.top_p = float(top_p)
-        self.generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
-
-    def __call__(self, input_ids, scores):
-        import torch
-
-        scores = scores.float() / self.temperature
-        if 0.0 < self.top_p < 1.0:
-            ordered, order = torch.sort(scores, dim=-1, descending=False)
-            tail = ordered.softmax(dim=-1).cumsum(dim=-1) <= 1.0 - self.top_p
-            tail[..., -1] = False  # the most likely token always stays
-            scores = scores.masked_fill(tail.scatter(-1, order, tail), float("-inf"))
-        uniform = torch.stack(
-            [torch.rand(scores.shape[-1], generator=g, device=scores.device) for g in self.generators]
-        )
-        gumbel = -torch.log(-torch.log(uniform.clamp(min=1e-20, max=1.0 - 1e-7)))
-        return scores + gumbel
 
 
 class VLLMBackend:
