@@ -317,11 +317,10 @@ def run_env(args: argparse.Namespace) -> dict[str, str]:
         env["SAVE_FREQ"] = str(args.test_freq)
     if args.lr:
         env["LR"] = args.lr
-    # (absent at their defaults: runs from before these flags stay reusable)
+    # (absent at its default: runs from before the flag stay reusable)
     if args.noisy_recipe != "finetune":
         env["NOISY_RECIPE"] = args.noisy_recipe
-    if args.tier_mix is not None:
-        env["TIER_MIX"] = ",".join(str(m) for m in args.tier_mix)
+    env["TIER_MIX"] = ",".join(str(m) for m in args.tier_mix)
     return env
 
 
@@ -599,7 +598,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-size", type=int, default=1200)
     parser.add_argument("--lr", default=None, help="actor learning rate (default: the launcher's)")
     parser.add_argument(
-        "--tier-mix", default=None, help="whole shares per tier of the data, e.g. 3,3,3,1,1,1 (default: one of each)"
+        "--tier-mix",
+        default="3,3,3,1,1,1",
+        help="whole shares per tier of the data (default 3,3,3,1,1,1, the launcher's; 1,1,1,1,1,1: one of each)",
     )
     parser.add_argument(
         "--noisy-recipe",
@@ -632,14 +633,13 @@ def main(argv: list[str] | None = None) -> int:
             value = getattr(args, flag)
             if value < 1:
                 raise BenchError(f"--{flag.replace('_', '-')} must be a positive integer, got {value}")
-        if args.tier_mix is not None:
-            from data_prep.arithmetic import parse_tier_mix
-            from data_prep.common import DataPrepError
+        from data_prep.arithmetic import parse_tier_mix
+        from data_prep.common import DataPrepError
 
-            try:
-                args.tier_mix = parse_tier_mix(args.tier_mix)
-            except DataPrepError as exc:
-                raise BenchError(str(exc)) from None
+        try:
+            args.tier_mix = parse_tier_mix(args.tier_mix)
+        except DataPrepError as exc:
+            raise BenchError(str(exc)) from None
         if args.noisy_recipe not in NOISY_RECIPES:
             raise BenchError(f"--noisy-recipe must be one of {', '.join(NOISY_RECIPES)}, got {args.noisy_recipe!r}")
         output = Path(args.output)

@@ -65,7 +65,6 @@ OUT_DIR=${OUT_DIR:-/tmp/cpu_depo_demo}
 DATA_DIR=${DATA_DIR:-$OUT_DIR/data}
 SEED=${SEED:-0}
 TRAIN_SIZE=${TRAIN_SIZE:-1200}
-TIER_MIX=${TIER_MIX:-}                     # whole shares per tier, e.g. 3,3,3,1,1,1 (data_prep.arithmetic --tier-mix); empty: one of each
 # 20: at 10 the rise of validation accuracy was below two of its standard errors in one of two
 # runs on one machine (6.5 -> 8.8%; the rollout server was not yet seeded per request, so each run was a new draw)
 STEPS=${STEPS:-20}                         # trainer.total_training_steps
@@ -84,11 +83,15 @@ TEMPERATURE=${TEMPERATURE:-1.0}
 case "$POLICY" in
   noisy)
     LR=${LR:-2e-4}
+    # whole shares per tier of the data (data_prep.arithmetic --tier-mix; "": one of each). Three
+    # each of the tiers RL moves (1d+1d, 1d-1d, 2d+1d), one each of the three it cannot: with one of
+    # each, the half that never moves held GRPO's gain to +6.6 points in 35 steps (docs/compare.md)
+    TIER_MIX=${TIER_MIX-3,3,3,1,1,1}
     # sampled validation, VAL_N answers per prompt at the training temperature: the accuracy GRPO
     # moves (the paper's Avg@32 is sampled too)
     VAL_N=${VAL_N:-4}
     VAL_TEMPERATURE=${VAL_TEMPERATURE:-$TEMPERATURE}
-    VAL_SIZE=${VAL_SIZE:-240}                # 40 per tier, x VAL_N samples
+    VAL_SIZE=${VAL_SIZE:-240}                # x VAL_N samples; 60 per moving tier and 20 per other at the default TIER_MIX
     # one validation of 240 x 4 answers costs 30-75 s on 2 cores (verl's agent loop writes each answer to
     # TransferQueue), so the demo validates at the start and the end only. Not fewer prompts: with
     # 120 the rise (~5 -> ~15%) was 2.9 of its standard errors (~2.3) in one run, too close to 2
@@ -98,7 +101,8 @@ case "$POLICY" in
     LR=${LR:-5e-5}
     VAL_N=${VAL_N:-1}
     VAL_TEMPERATURE=${VAL_TEMPERATURE:-0}    # greedy
-    VAL_SIZE=${VAL_SIZE:-120} ;;             # 20 per tier
+    VAL_SIZE=${VAL_SIZE:-120}                # 20 per tier
+    TIER_MIX=${TIER_MIX:-} ;;
   *) echo "POLICY must be 'noisy' or 'tiny', got '$POLICY'" >&2; exit 2 ;;
 esac
 case "$NOISY_RECIPE" in

@@ -237,9 +237,10 @@ def test_an_output_directory_made_with_other_settings_is_refused(tmp_path):
     assert json.loads((out / "learning_cpu.json").read_text()) == marker
 
 
-def test_the_warm_start_recipe_and_tier_mix_reach_the_launcher_only_when_not_the_default(bench):
-    """The default adds no knob, so runs finished before --noisy-recipe existed stay reusable;
-    another recipe is a setting, part of the marker, so its runs are never mixed with them."""
+def test_the_tier_mix_always_and_the_warm_start_recipe_only_off_default_reach_the_launcher(bench):
+    """The data's tier mix is always a setting (the benchmark builds the data and the launcher must
+    not rebuild it otherwise); the default warm-start recipe adds no knob, so runs finished before
+    --noisy-recipe existed stay reusable, and another recipe is part of the marker."""
     import argparse
 
     args = argparse.Namespace(
@@ -252,14 +253,14 @@ def test_the_warm_start_recipe_and_tier_mix_reach_the_launcher_only_when_not_the
         val_size=240,
         train_size=1200,
         lr=None,
-        tier_mix=None,
+        tier_mix=(3, 3, 3, 1, 1, 1),
     )
     default = bench.run_env(argparse.Namespace(**vars(args), noisy_recipe="finetune"))
-    assert "NOISY_RECIPE" not in default
+    assert default["TIER_MIX"] == "3,3,3,1,1,1" and "NOISY_RECIPE" not in default
     scratch = bench.run_env(argparse.Namespace(**vars(args), noisy_recipe="scratch"))
     assert scratch == {**default, "NOISY_RECIPE": "scratch"}
-    mixed = bench.run_env(argparse.Namespace(**{**vars(args), "tier_mix": (3, 3, 3, 1, 1, 1)}, noisy_recipe="finetune"))
-    assert mixed == {**default, "TIER_MIX": "3,3,3,1,1,1"}
+    even = bench.run_env(argparse.Namespace(**{**vars(args), "tier_mix": (1,) * 6}, noisy_recipe="finetune"))
+    assert even == {**default, "TIER_MIX": "1,1,1,1,1,1"}
 
 
 @pytest.mark.slow
