@@ -5,8 +5,10 @@ GRPO through verl's ``main_ppo``, DAPO through ``main_ppo`` with verl's dynamic 
 (``algorithm.filter_groups``), DEPO through ``recipe.depo.main_depo`` with the launcher's shipped
 settings, and DEPO with the paper's estimator settings (``EstimatorConfig.paper()``: lr 2e-4, one
 update per step on the latest labels, no calibration; warm-up a tenth of the run, as the paper's
-100 of 1,000 steps). All on the same data and warm start (the noisy-warm-start policy,
-``recipe/depo/demo/noisy_policy.py``), validated with sampled answers at the training
+100 of 1,000 steps). All on the same data (``--tier-mix``, default three each of the tiers RL
+moves and one each of the three it cannot) and warm start (the noisy-warm-start policy,
+``recipe/depo/demo/noisy_policy.py``), each seed drawing the same rollouts wherever the policies
+agree (the CPU rollout server seeds each request), validated with sampled answers at the training
 temperature (mean@VAL_N): by default each checkpoint, saved every ``--test-freq`` steps, and the
 warm start are evaluated after the run with ``recipe.depo.evaluate`` (``--validate trainer``: verl's
 in-trainer validation, several times slower here). Each run is an ordinary run directory
@@ -594,7 +596,9 @@ def main(argv: list[str] | None = None) -> int:
         " trainer: verl's own validation inside the run (several times slower on CPU)",
     )
     parser.add_argument("--val-n", type=int, default=4)
-    parser.add_argument("--val-size", type=int, default=240)
+    # 360: at 240 one validation's SE over prompts reached 2.07-2.21 points once accuracy was ~20-28%
+    # (docs/compare.md); SE falls as 1 / sqrt(prompts)
+    parser.add_argument("--val-size", type=int, default=360)
     parser.add_argument("--train-size", type=int, default=1200)
     parser.add_argument("--lr", default=None, help="actor learning rate (default: the launcher's)")
     parser.add_argument(
