@@ -84,8 +84,8 @@ class NoisyPolicySpec:
     #   state the right number, against ~5% right and boxed, on the machine of docs/compare.md).
     # scratch: the base's architecture trained from initialisation on those targets, so the skill
     #   is learned in both forms and boxing is nearly all RL has to add (~25% stated right against
-    #   ~7%); settings ``NoisyPolicySpec.scratch()``. Measured as a probe, not yet the default
-    #   (docs/compare.md, "A warm start with more room").
+    #   ~7%); settings ``NoisyPolicySpec.scratch()``. Not the default: as a probe (one prompt per
+    #   tier) GRPO gained no more from it (docs/compare.md, "Earlier measurements").
     recipe: str = "finetune"
     steps: int = 100
     batch_size: int = 64
