@@ -56,16 +56,20 @@ def build_rows(
     return rows
 
 
+def _bad_tier_mix(given: object) -> DataPrepError:
+    return DataPrepError(
+        f"--tier-mix must be {len(TIERS)} comma-separated whole numbers, one per tier "
+        f"({', '.join(t.name for t in TIERS)}), at least one above 0; got {given!r}"
+    )
+
+
 def parse_tier_mix(text: str) -> tuple[int, ...]:
     """``--tier-mix``: whole shares per tier, comma-separated (``3,3,3,1,1,1``)."""
     try:
         mix = tuple(int(part) for part in text.split(","))
         tier_cycle(mix)
     except ValueError:
-        raise DataPrepError(
-            f"--tier-mix must be {len(TIERS)} comma-separated whole numbers, one per tier "
-            f"({', '.join(t.name for t in TIERS)}), at least one above 0; got {text!r}"
-        ) from None
+        raise _bad_tier_mix(text) from None
     return mix
 
 
@@ -83,7 +87,10 @@ def build(
         if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
             raise DataPrepError(f"{flag} must be a positive integer, got {size!r}")
     if tier_mix is not None:
-        parse_tier_mix(",".join(str(m) for m in tier_mix))
+        try:
+            tier_cycle(tier_mix)
+        except ValueError:
+            raise _bad_tier_mix(",".join(str(m) for m in tier_mix)) from None
     output = check_output_dir(output)
     paths = {"train": output / "train.parquet", "val": output / "val.parquet"}
     check_outputs({f"the {split} output": path for split, path in paths.items()}, overwrite)

@@ -81,3 +81,9 @@ def test_a_bad_tier_mix_is_one_line_and_writes_nothing(tmp_path, capsys, mix):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: --tier-mix must be 6 comma-separated whole numbers"), err
     assert not out.exists()
+
+
+def test_build_refuses_a_bad_tier_mix_naming_the_flag(tmp_path):
+    with pytest.raises(ValueError, match="--tier-mix must be 6 comma-separated whole numbers.*got '1,1,1'"):
+        arithmetic.build(tmp_path / "out", train_size=6, val_size=6, seed=0, tier_mix=(1, 1, 1))
+    assert not (tmp_path / "out").exists()
