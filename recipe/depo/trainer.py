@@ -10,10 +10,14 @@ keeps verl's sync semantics (``trainer.v1.trainer_mode`` stays ``sync``, so ever
 =========================  =====================================================================
 ``_next_train_batch``      the intake, for ``prepare_step`` and the replay buffer's refills alike
                            (shadow mode: verl's own batch, which the intake only scores)
-``_compute_advantage``     after verl's: flag zero-advantage groups, optionally mask them
-``step``                   after verl's (actor updated): restore masks, read labels by uid from
-                           TransferQueue, update the estimator and the selector, log ``depo/*``
-                           (with dynamic sampling, also from the groups verl dropped untrained)
+``_compute_advantage``     before verl's: read the step's labels by uid from TransferQueue and send
+                           the estimator its update, which runs while the actor updates
+                           (``depo.estimator.overlap_update``); after verl's: flag zero-advantage
+                           groups, optionally mask them
+``step``                   after verl's (actor updated): restore masks, wait for the estimator's
+                           update (or read the labels and update it now, when not overlapped),
+                           update the selector, log ``depo/*`` (with dynamic sampling, also from
+                           the groups verl dropped untrained)
 ``_build_replay_buffer``   with ``algorithm.filter_groups.enable``: verl's buffer, made to label
                            the groups it drops untrained (``recipe.depo.dynamic_sampling``)
 ``_save_checkpoint``       DEPO state into ``global_step_N/depo/`` *before* verl writes
@@ -31,6 +35,8 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass, field
+from typing import Any
 
 from omegaconf import DictConfig
 from transfer_queue import KVBatchMeta
@@ -48,10 +54,22 @@ from recipe.depo.intake import PromptIntake
 from recipe.depo.labels import concat_labels, read_labels
 from recipe.depo.staleness import InFlightPredictions, generation_versions
 from recipe.depo.validation import run_settings
-from recipe.depo.workers.estimator_client import EstimatorClient
+from recipe.depo.workers.estimator_client import EstimatorClient, PendingLearning
 
 logger = logging.getLogger(__name__)
 logger.setLevel(os.getenv("VERL_LOGGING_LEVEL", "INFO"))
+
+
+@dataclass
+class _StepLearning:
+    """One step's labels on their way into the estimator and the selector."""
+
+    versions: dict
+    trained: dict = field(default_factory=dict)
+    learnt: Any = None
+    records: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    estimator: PendingLearning | None = None
 
 
 class DEPOTrainerMixin:
@@ -74,6 +92,9 @@ class DEPOTrainerMixin:
             score_field="token_level_rewards" if config.algorithm.use_kl_in_reward else "rm_scores",
         )
         self.depo_resume_dir: str | None = None
+        # the step's labels and the estimator's update in flight (_start_learning .. _finish_learning)
+        self._learning: _StepLearning | None = None
+        self._overlap_now = False  # this step's update is still to be sent from _compute_advantage
         # every prompt the intake sent to rollout, until its group is trained (async modes train
         # it steps later, and a checkpoint can fall in between)
         self.in_flight = InFlightPredictions()
@@ -132,42 +153,80 @@ class DEPOTrainerMixin:
         return batch
 
     def _compute_advantage(self, batch: KVBatchMeta, metrics: dict) -> KVBatchMeta:
+        if self._overlap_now:
+            # The labels are complete once the actor's log-probs are in (verl computes them just
+            # before this): the estimator learns on its own worker while the actor updates.
+            self._overlap_now = False
+            self._learning = self._start_learning(batch)
         batch = super()._compute_advantage(batch, metrics)
         self.zero_adv.flag(batch, metrics)
         return batch
 
+    def _overlaps_learning(self) -> bool:
+        # Sync mode only: with parameter_sync_step > 1 verl runs several advantage/update rounds
+        # per step and the estimator learns from the whole step once; in the async modes the
+        # intake scores prefetched batches meanwhile, and their lag metrics assume the update
+        # lands at the step's end. Those wait for the step's end, as before.
+        return (
+            self.estimator is not None
+            and self.depo.estimator.overlap_update
+            and getattr(self, "trainer_mode", "sync") == "sync"
+            and getattr(self, "parameter_sync_step", 1) == 1
+        )
+
     def step(self, metrics: dict, timing_raw: dict) -> KVBatchMeta:
         if self.intake is not None:
             self.intake.begin_step()
-        batch = super().step(metrics, timing_raw)
+        self._learning = None
+        self._overlap_now = self.intake is not None and self._overlaps_learning()
+        try:
+            batch = super().step(metrics, timing_raw)
+        finally:
+            self._overlap_now = False
         # The masks were for the actor's loss only; metrics and labels read the real ones.
         self.zero_adv.restore()
         if self.intake is not None:
-            labels = read_labels(batch, self.depo.labels)
-            versions = generation_versions(batch.tags, batch.keys)
-            # the records of the prompts trained now, whichever step submitted them (async modes)
-            trained = self.in_flight.take(labels.uids)
-            learnt, records = labels, trained
-            if self.untrained is not None:
-                # the groups verl's dynamic sampling dropped untrained this step: labelled once, with
-                # the records of their admission, beside the trained ones
-                dropped, counts = self.untrained.take()
-                learnt = concat_labels(labels, dropped)
-                records = {**trained, **self.in_flight.take(dropped.uids)}
-                metrics["depo/dynsamp/evicted_labelled"] = counts[EVICTED]
-                metrics["depo/dynsamp/surplus_labelled"] = counts[SURPLUS]
-                metrics["depo/dynsamp/labelled"] = len(learnt)
-            if self.estimator is not None:
-                with marked_timer("depo_estimator_update", timing_raw, color="purple"):
-                    metrics.update(self.estimator.learn(learnt, records))
-            metrics.update(self.intake.learn(learnt.uids, learnt.mean_k, records))
-            self.in_flight.learned([v[1] for v in versions.values()])
-            if len(versions) == len(trained):
-                lags = self.in_flight.lags(trained, versions, self.global_steps)
-                metrics.update(self.in_flight.metrics(lags))
-            self._forget_evicted()
-            metrics.update(self.intake.step_metrics(self.global_steps, dataset_size=len(self.train_dataset)))
+            learning = self._learning or self._start_learning(batch)
+            self._learning = None
+            self._finish_learning(learning, metrics, timing_raw)
         return batch
+
+    def _start_learning(self, batch: KVBatchMeta) -> _StepLearning:
+        """Read the step's labels by uid from TransferQueue, take their records and send the
+        estimator its update (not waited for here)."""
+        labels = read_labels(batch, self.depo.labels)
+        learning = _StepLearning(versions=generation_versions(batch.tags, batch.keys))
+        # the records of the prompts trained now, whichever step submitted them (async modes)
+        learning.trained = self.in_flight.take(labels.uids)
+        learning.learnt, learning.records = labels, learning.trained
+        if self.untrained is not None:
+            # the groups verl's dynamic sampling dropped untrained this step: labelled once, with
+            # the records of their admission, beside the trained ones
+            dropped, counts = self.untrained.take()
+            learning.learnt = concat_labels(labels, dropped)
+            learning.records = {**learning.trained, **self.in_flight.take(dropped.uids)}
+            learning.metrics["depo/dynsamp/evicted_labelled"] = counts[EVICTED]
+            learning.metrics["depo/dynsamp/surplus_labelled"] = counts[SURPLUS]
+            learning.metrics["depo/dynsamp/labelled"] = len(learning.learnt)
+        if self.estimator is not None:
+            learning.estimator = self.estimator.start_learning(learning.learnt, learning.records)
+        return learning
+
+    def _finish_learning(self, learning: _StepLearning, metrics: dict, timing_raw: dict) -> None:
+        metrics.update(learning.metrics)
+        if learning.estimator is not None:
+            # what the estimator's update adds to the step: all of it in series, the part the
+            # actor's update did not cover when overlapped (its own time: depo/estimator/update_time_s)
+            with marked_timer("depo_estimator_update", timing_raw, color="purple"):
+                metrics.update(learning.estimator.result())
+        learnt, records, trained = learning.learnt, learning.records, learning.trained
+        metrics.update(self.intake.learn(learnt.uids, learnt.mean_k, records))
+        self.in_flight.learned([v[1] for v in learning.versions.values()])
+        if len(learning.versions) == len(trained):
+            lags = self.in_flight.lags(trained, learning.versions, self.global_steps)
+            metrics.update(self.in_flight.metrics(lags))
+        self._forget_evicted()
+        metrics.update(self.intake.step_metrics(self.global_steps, dataset_size=len(self.train_dataset)))
 
     def _save_checkpoint(self):
         # DEPO state first: verl writes latest_checkpointed_iteration.txt last, so a resume never

@@ -8,7 +8,9 @@ ray = pytest.importorskip("ray")
 from verl.single_controller.ray.base import RayClassWithInitArgs, RayResourcePool, RayWorkerGroup  # noqa: E402
 
 from recipe.depo.estimator import EstimatorConfig, OnlineEstimator  # noqa: E402
-from recipe.depo.workers.estimator_client import single_result  # noqa: E402
+from recipe.depo.intake import Submitted  # noqa: E402
+from recipe.depo.labels import build_labels  # noqa: E402
+from recipe.depo.workers.estimator_client import EstimatorClient, single_result  # noqa: E402
 from recipe.depo.workers.estimator_worker import DifficultyEstimatorWorker  # noqa: E402
 
 pytestmark = pytest.mark.ray
@@ -75,3 +77,41 @@ def test_bad_config_fails_at_worker_start(ray_cluster):
     with pytest.raises(Exception, match="not_a_key"):
         wg = make_group({"backbone": "x", "not_a_key": 1})
         wg.init_model()
+
+
+def test_an_update_sent_ahead_learns_what_a_waited_one_does_and_the_next_predict_sees_it(ray_cluster, tiny_encoder):
+    """The trainer sends the update while the actor trains (depo.estimator.overlap_update) and
+    waits for it at the step's end. Two workers from one config: one updated in series, one sent
+    the update with a predict queued behind it before anyone waits. The predict must see the
+    updated weights and both must end in the same state with the same metrics."""
+    config = EstimatorConfig(backbone=tiny_encoder, hidden_dims=(16,), micro_batch_size=2).to_dict()
+    series, ahead = EstimatorClient(make_group(config)), EstimatorClient(make_group(config))
+    for client in (series, ahead):
+        client.call("init_model")
+    uids = [f"u{i}" for i in range(len(PROMPTS))]
+    # two responses per prompt; accuracies 1, 0, 0.5, 0.5
+    correct = [1, 1, 0, 0, 1, 0, 0, 1]
+    labels = build_labels([u for u in uids for _ in range(2)], correct, [lp for lp in LOGPROB for _ in range(2)])
+    records = {
+        u: Submitted(text=t, prediction=p, reason="window") for u, t, p in zip(uids, PROMPTS, [0.9, 0.2, 0.5, 0.6])
+    }
+    before = series.predict(PROMPTS)
+
+    expected = series.learn(labels, records)
+    pending = ahead.start_learning(labels, records)
+    seen_next = ahead.predict(PROMPTS)  # sent after the update, not waited for
+    got = pending.result()
+
+    timing = "depo/estimator/update_time_s"
+    assert got.pop(timing) > 0 and expected.pop(timing) > 0
+    assert got == expected
+    assert pending.result() is pending.result()  # waited for once
+    assert expected["depo/estimator/num_updates"] == 1.0
+    assert expected["depo/calib_mae"] == pytest.approx(np.mean(np.abs([0.9 - 1.0, 0.2 - 0.0, 0.5 - 0.5, 0.6 - 0.5])))
+    np.testing.assert_array_equal(seen_next, series.predict(PROMPTS))
+    assert not np.array_equal(seen_next, before)
+
+    # one labelled prompt on a one-worker group: the arguments reach the worker whole
+    one = build_labels(["u0", "u0"], [1, 0], [-0.1, -0.3])
+    assert ahead.start_learning(one, records).result()["depo/estimator/replay_prompts"] == 1.0
+    assert ahead.start_learning(build_labels([], [], []), records).result() == {}

@@ -6,6 +6,7 @@ reward workers; the trajectories they would write to TransferQueue are written b
 The intake's selection rules are tested without Ray in test_depo_intake.py.
 """
 
+import dataclasses
 import random
 
 import numpy as np
@@ -132,8 +133,8 @@ def test_step_labels_prompts_by_uid_and_updates_the_estimator(trainer, monkeypat
     step, written = _verl_step_writing(lambda u: {u[0]: [1, 1], u[1]: [0, 0], u[2]: [1, 0], u[3]: [0, 1]})
     monkeypatch.setattr(PPOTrainerSync, "step", step)
     updates = []
-    real_update = trainer.estimator.update
-    monkeypatch.setattr(trainer.estimator, "update", lambda *args: updates.append(args) or real_update(*args))
+    real_update = trainer.estimator.update_async
+    monkeypatch.setattr(trainer.estimator, "update_async", lambda *args: updates.append(args) or real_update(*args))
     before = trainer.estimator.num_updates()
     trainer.global_steps = 1
     metrics = {}
@@ -153,6 +154,51 @@ def test_step_labels_prompts_by_uid_and_updates_the_estimator(trainer, monkeypat
     assert metrics["depo/prompts_kept"] == BATCH and metrics["depo/kept_warmup"] == BATCH
     for key in ("depo/calib_mae", "depo/spearman", "depo/estimator/loss", "depo/estimator/ranking_loss"):
         assert key in metrics
+
+
+@pytest.mark.parametrize("overlap", [True, False])
+def test_the_estimator_update_is_sent_before_the_actor_update_when_overlapped(trainer, monkeypatch, overlap):
+    """verl's step computes the actor's log-probs, then the advantage, then updates the actor.
+    Overlapped, the estimator's update is sent from the advantage hook (so it runs while the actor
+    updates) and waited for at the step's end; in series it is sent after verl's step. Either way
+    it gets the same labels once and the step logs its metrics."""
+    from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
+
+    sent = []
+    real_update = trainer.estimator.update_async
+    monkeypatch.setattr(trainer.estimator, "update_async", lambda *args: sent.append(args) or real_update(*args))
+    estimator = dataclasses.replace(trainer.depo.estimator, overlap_update=overlap)
+    monkeypatch.setattr(trainer, "depo", dataclasses.replace(trainer.depo, estimator=estimator))
+    when = {}
+
+    def verl_step(self, metrics, timing_raw):
+        uids = tu.get(self._next_train_batch(), "uid")
+        acc = {u: [1, 0] if i % 2 else [1, 1] for i, u in enumerate(uids)}
+        meta = _rollout_into_tq(self, acc, acc, {u: [2, 3] for u in uids})
+        when["meta"] = meta
+        self._compute_advantage(meta, metrics)
+        when["sent_before_actor_update"] = len(sent)
+        return meta
+
+    monkeypatch.setattr(PPOTrainerSync, "step", verl_step)
+    before = trainer.estimator.num_updates()
+    _new_step(trainer, 1)
+    metrics, timing = {}, {}
+    try:
+        trainer.step(metrics, timing)
+        # a second advantage call in the same step (none in verl's sync step) sends nothing more
+        trainer._compute_advantage(when["meta"], {})
+    finally:
+        _clear(when["meta"])
+    assert when["sent_before_actor_update"] == (1 if overlap else 0)
+    assert len(sent) == 1 and trainer._learning is None
+    texts, mean_k, _ = sent[0]
+    submitted = trainer.intake.submitted
+    assert sorted(mean_k.tolist()) == sorted([1.0, 0.5] * (BATCH // 2))
+    assert set(texts) == {r.text for r in submitted.values()}
+    assert metrics["depo/estimator/num_updates"] == before + 1 == trainer.estimator.num_updates()
+    assert metrics["depo/target_mean"] == pytest.approx(0.75)
+    assert "depo_estimator_update" in timing and "depo/prompts_kept" in metrics
 
 
 def test_missing_correctness_key_stops_naming_the_setting(trainer):
@@ -435,8 +481,8 @@ def test_dynamic_sampling_labels_the_groups_verl_drops_untrained_once(ray_env, t
     monkeypatch.setattr(t, "_submit_batch_to_rollout", rollout)
     monkeypatch.setattr(PPOTrainerSync, "step", verl_step)
     updates = []
-    real_update = trainer.estimator.update
-    monkeypatch.setattr(trainer.estimator, "update", lambda *args: updates.append(args) or real_update(*args))
+    real_update = trainer.estimator.update_async
+    monkeypatch.setattr(trainer.estimator, "update_async", lambda *args: updates.append(args) or real_update(*args))
     labelled = set()
     for step in (1, 2):  # warm-up, then filtered
         t.global_steps, metrics, updates[:] = step, {}, []

@@ -49,6 +49,11 @@ class EstimatorConfig(BaseConfig):
     device: str = "auto"
     weight_decay: float = 0.01
     placement: str = "colocated"
+    # Send the update to the worker as soon as the step's labels are complete (after the actor's
+    # log-probs) so it runs while the actor updates; False: after the actor's update, in series.
+    # The estimator learns the same labels from the same state either way (the next step's
+    # predictions wait for it); only the step's wall-clock differs.
+    overlap_update: bool = True
     # Trunk between encoder and heads: "mlp" (``hidden_dims``, GELU, dropout) or "residual" (the
     # authors' head: a ``residual_width`` layer, ``residual_blocks`` pre-norm residual blocks
     # through a ``residual_bottleneck``).
@@ -84,6 +89,7 @@ class EstimatorConfig(BaseConfig):
         check.choice("head", HEADS)
         check.choice("calibration", CALIBRATIONS)
         check.boolean("ranking_divide_by_micro_batches")
+        check.boolean("overlap_update")
         # OmegaConf hands lists (ListConfig); a tuple keeps the config hashable and JSON-stable.
         dims = self.hidden_dims
         if isinstance(dims, (str, bytes)) or not hasattr(dims, "__iter__") or not all(_positive_int(d) for d in dims):

@@ -100,6 +100,12 @@ class EstimatorClient:
     def update(self, texts: list[str], mean_k: np.ndarray, avg_logprob: np.ndarray) -> dict[str, float]:
         return self.call("update", texts, mean_k, avg_logprob)
 
+    def update_async(self, texts: list[str], mean_k: np.ndarray, avg_logprob: np.ndarray) -> Any:
+        """``update`` sent and not waited for: a Ray object ref of its metrics."""
+        # one worker: rank zero, with the arguments as they are (execute_all would split lists
+        # whose length happens to equal the number of workers)
+        return self.worker_group.execute_rank_zero_async("update", texts, mean_k, avg_logprob)
+
     def save(self, path: str) -> str:
         return self.call("save_checkpoint", path)
 
@@ -107,8 +113,14 @@ class EstimatorClient:
         return int(self.call("describe")["num_updates"])
 
     def learn(self, labels: PromptLabels, submitted: Mapping[str, Any]) -> dict[str, float]:
-        """One update on this step's labels; returns ``depo/*`` metrics, including how well the
-        predictions the filter acted on (made before this update) match the labels.
+        """One update on this step's labels; returns ``depo/*`` metrics (see :meth:`start_learning`)."""
+        return self.start_learning(labels, submitted).result()
+
+    def start_learning(self, labels: PromptLabels, submitted: Mapping[str, Any]) -> PendingLearning:
+        """Send one update on this step's labels to the worker and return at once; the returned
+        record's ``result()`` waits for it and gives the ``depo/*`` metrics, including how well
+        the predictions the filter acted on (made before this update) match the labels. The
+        worker runs its calls in order, so a ``predict`` sent after this sees the updated weights.
 
         ``submitted`` maps each uid the intake sent to rollout to its ``Submitted`` record. A prompt
         without ``avg_logprob`` (NaN: a group dynamic sampling dropped before the actor computed its
@@ -119,11 +131,10 @@ class EstimatorClient:
             raise RuntimeError(f"{len(unknown)} labelled prompt(s) were not submitted by DEPO's intake")
         out: dict[str, float] = {}
         if not len(labels):
-            return out
+            return PendingLearning(None, out)
         has_lp = ~np.isnan(labels.avg_logprob)
         texts = [submitted[uid].text for uid in labels.uids]
-        metrics = self.update(texts, labels.mean_k, labels.avg_logprob)
-        out.update({f"depo/estimator/{k}": float(v) for k, v in metrics.items()})
+        ref = self.update_async(texts, labels.mean_k, labels.avg_logprob)
         out["depo/labels_without_logprob"] = float((~has_lp).sum())
         predictions = np.array([submitted[uid].prediction for uid in labels.uids], dtype=np.float64)
         targets = labels.mean_k.astype(np.float64)
@@ -134,4 +145,22 @@ class EstimatorClient:
             out["depo/distill_target_mean"] = float(confidence.mean())
         out["depo/calib_mae"] = float(np.abs(predictions - targets).mean())
         out["depo/spearman"] = spearman(predictions, targets) if len(predictions) > 1 else float("nan")
-        return out
+        return PendingLearning(ref, out)
+
+
+class PendingLearning:
+    """An estimator update sent to the worker: ``result()`` waits for it (once) and returns the
+    step's ``depo/*`` metrics, the worker's ``depo/estimator/*`` among them."""
+
+    def __init__(self, ref: Any, metrics: dict[str, float]) -> None:
+        self._ref = ref
+        self._metrics = metrics
+
+    def result(self) -> dict[str, float]:
+        if self._ref is not None:
+            import ray
+
+            update = ray.get(self._ref)
+            self._ref = None
+            self._metrics = {**{f"depo/estimator/{k}": float(v) for k, v in update.items()}, **self._metrics}
+        return self._metrics
