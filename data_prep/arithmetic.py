@@ -11,6 +11,7 @@ carries it cannot see ahead make the upper tiers hard: after warm-up the lowest 
 easy, impossible and informative prompts DEPO is meant to sort out.
 
     python -m data_prep.arithmetic --output DIR --train-size N --val-size M --seed S [--tier-mix 3,3,3,1,1,1]
+        [--overwrite | --reuse]
 """
 
 from __future__ import annotations
@@ -80,9 +81,14 @@ def build(
     seed: int,
     overwrite: bool = False,
     tier_mix: tuple[int, ...] | None = None,
+    reuse: bool = False,
 ) -> dict[str, Path]:
     """Write ``train.parquet`` and ``val.parquet`` under ``output``, both or neither; both splits
-    cycle through ``tier_mix`` (one of each tier by default)."""
+    cycle through ``tier_mix`` (one of each tier by default).
+
+    ``reuse``: when both files are already there and hold exactly what these settings build, keep
+    them (nothing is written); when they hold anything else, or only one is there, refuse naming
+    the file and what differs, so data built for other settings never feeds a run silently."""
     for flag, size in (("--train-size", train_size), ("--val-size", val_size)):
         if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
             raise DataPrepError(f"{flag} must be a positive integer, got {size!r}")
@@ -93,15 +99,52 @@ def build(
             raise _bad_tier_mix(",".join(str(m) for m in tier_mix)) from None
     output = check_output_dir(output)
     paths = {"train": output / "train.parquet", "val": output / "val.parquet"}
-    check_outputs({f"the {split} output": path for split, path in paths.items()}, overwrite)
     # Distinct seeds per split so validation is not a copy of training prompts.
-    publish_parquets(
-        {
-            paths["train"]: build_rows("train", seed, train_size, tier_mix=tier_mix),
-            paths["val"]: build_rows("val", seed + 1_000_003, val_size, start_index=train_size, tier_mix=tier_mix),
-        }
-    )
+    rows = {
+        "train": build_rows("train", seed, train_size, tier_mix=tier_mix),
+        "val": build_rows("val", seed + 1_000_003, val_size, start_index=train_size, tier_mix=tier_mix),
+    }
+    if reuse and any(path.exists() for path in paths.values()):
+        settings = _settings_text(train_size, val_size, seed, tier_mix)
+        for split, path in paths.items():
+            _check_same(path, rows[split], settings)
+        return paths
+    check_outputs({f"the {split} output": path for split, path in paths.items()}, overwrite)
+    publish_parquets({paths[split]: split_rows for split, split_rows in rows.items()})
     return paths
+
+
+def _settings_text(train_size: int, val_size: int, seed: int, tier_mix: tuple[int, ...] | None) -> str:
+    mix = ",".join(str(m) for m in tier_mix) if tier_mix is not None else "one of each"
+    return f"--train-size {train_size} --val-size {val_size} --seed {seed} --tier-mix {mix}"
+
+
+def _check_same(path: Path, rows: list[dict], settings: str) -> None:
+    """Refuse ``path`` unless it holds exactly ``rows`` (compared as Arrow tables after a parquet
+    round trip of ``rows``, so the pandas/pyarrow versions that wrote the file do not matter)."""
+    import io
+
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    def refuse(what: str) -> DataPrepError:
+        return DataPrepError(f"{path} {what}, not the arithmetic data of {settings}; remove it or write elsewhere")
+
+    if not path.is_file():
+        raise refuse("is missing while the other split is there")
+    try:
+        found = pq.read_table(path)
+    except Exception as exc:  # a truncated or foreign file: say so, in one line
+        raise refuse(f"cannot be read as parquet ({type(exc).__name__})") from None
+    if found.num_rows != len(rows):
+        raise refuse(f"has {found.num_rows} rows where these settings give {len(rows)}")
+    buffer = io.BytesIO()
+    pd.DataFrame(rows).to_parquet(buffer, index=False)
+    expected = pq.read_table(io.BytesIO(buffer.getvalue()))
+    if found.schema.remove_metadata() != expected.schema.remove_metadata():
+        raise refuse("has other columns")
+    if not found.equals(expected):
+        raise refuse("holds other problems")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,15 +157,32 @@ def main(argv: list[str] | None = None) -> int:
         "--tier-mix", default=None, help="whole shares per tier, e.g. 3,3,3,1,1,1 (default: one of each)"
     )
     parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="keep train/val files already in --output when they are exactly what these settings build; "
+        "refuse them when they differ",
+    )
     args = parser.parse_args(argv)
+    if args.reuse and args.overwrite:
+        parser.error("--reuse and --overwrite exclude each other")
     try:
         mix = parse_tier_mix(args.tier_mix) if args.tier_mix is not None else None
-        paths = build(args.output, args.train_size, args.val_size, args.seed, overwrite=args.overwrite, tier_mix=mix)
+        reused = args.reuse and any((Path(args.output) / f"{s}.parquet").exists() for s in ("train", "val"))
+        paths = build(
+            args.output,
+            args.train_size,
+            args.val_size,
+            args.seed,
+            overwrite=args.overwrite,
+            tier_mix=mix,
+            reuse=args.reuse,
+        )
     except DataPrepError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for split, path in paths.items():
-        print(f"arithmetic {split}: {path}")
+        print(f"arithmetic {split}: {path}" + (" (reused: built with these settings)" if reused else ""))
     return 0
 
 

@@ -303,3 +303,55 @@ def test_nt_difficulty_bounds_that_would_filter_nothing_are_refused(tmp_path, ca
     assert nt.main(["--input", str(FIXTURES / "nt" / "numina_tir.jsonl"), "--output", str(out), *flags]) == 2
     assert message in _only_error_line(capsys)
     assert not out.exists()
+
+
+def _arith(out, *extra):
+    return arithmetic.main(["--output", str(out), "--train-size", "12", "--val-size", "6", "--seed", "3", *extra])
+
+
+def _contents(out):
+    return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(out.iterdir())}
+
+
+def test_arithmetic_reuse_keeps_the_same_data_and_refuses_other_data_naming_it(tmp_path, capsys):
+    """The CPU demo reuses DATA_DIR across runs: data built for other knobs (a size, the seed, the
+    tier mix) must be refused, not trained on silently, and nothing in it rewritten."""
+    out = tmp_path / "arith"
+    assert _arith(out, "--reuse") == 0  # absent: built
+    assert "reused" not in capsys.readouterr().out
+    built = _contents(out)
+    assert _arith(out, "--reuse") == 0
+    assert capsys.readouterr().out.count("(reused: built with these settings)") == 2
+    assert _contents(out) == built
+    settings = "--train-size 12 --val-size 6 --seed 3 --tier-mix one of each"
+    cases = [
+        (["--train-size", "13"], f"{out / 'train.parquet'} has 12 rows where these settings give 13"),
+        (["--val-size", "7"], f"{out / 'val.parquet'} has 6 rows where these settings give 7"),
+        (["--seed", "4"], f"{out / 'train.parquet'} holds other problems, not the arithmetic data of --train-size 12"),
+        (["--tier-mix", "3,3,3,1,1,1"], f"{out / 'train.parquet'} holds other problems"),
+    ]
+    for extra, message in cases:
+        assert _arith(out, *extra, "--reuse") == 2
+        line = _only_error_line(capsys)
+        assert message in line and line.endswith("; remove it or write elsewhere"), line
+    assert settings.replace("--seed 3", "--seed 4") in arithmetic_error(out, "--seed", "4", capsys=capsys)
+    assert _contents(out) == built
+
+
+def arithmetic_error(out, *extra, capsys):
+    assert _arith(out, *extra, "--reuse") == 2
+    return _only_error_line(capsys)
+
+
+def test_arithmetic_reuse_refuses_a_lone_or_unreadable_split_and_excludes_overwrite(tmp_path, capsys):
+    out = tmp_path / "arith"
+    assert _arith(out) == 0
+    (out / "val.parquet").unlink()
+    assert "val.parquet is missing while the other split is there" in arithmetic_error(out, capsys=capsys)
+    assert not (out / "val.parquet").exists()
+    (out / "val.parquet").write_bytes(b"not parquet")
+    assert "val.parquet cannot be read as parquet (" in arithmetic_error(out, capsys=capsys)
+    assert (out / "val.parquet").read_bytes() == b"not parquet"
+    with pytest.raises(SystemExit) as stop:
+        _arith(out, "--reuse", "--overwrite")
+    assert stop.value.code == 2 and "--reuse and --overwrite exclude each other" in capsys.readouterr().err
