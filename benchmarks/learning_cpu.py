@@ -42,10 +42,12 @@ from statistics import mean
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from recipe.depo.report.runs import EVAL_STEPS  # noqa: E402  (where the report reads a checkpoint's evaluation)
+
 NOISY_RECIPES = ("finetune", "scratch")  # recipe.depo.demo.noisy_policy.RECIPES, without importing torch
 MARKER = "learning_cpu.json"  # the settings this output directory was made with
 RUN_DONE = "learning_run.json"  # written into a run directory once its run finished
-EVAL_STEPS = "eval_steps"  # run_dir/eval_steps/step_N: checkpoint N evaluated (step_0: the warm start)
+DATA_SEED = 0  # every run, whatever its seed, trains and validates on the data of this seed
 
 # method -> (label, launcher environment, extra hydra overrides); "{warmup_paper}" is filled in
 METHODS: dict[str, tuple[str, dict[str, str], list[str]]] = {
@@ -109,11 +111,12 @@ def curve_from_run(run) -> list[dict]:
     and training seconds up to that step, the validation's mean accuracy over sources (%) and its
     standard error over prompts.
 
-    Validations are the run's checkpoints evaluated after training (``eval_steps/step_N``, see
-    :func:`evaluate_checkpoints`) when the run has them, else verl's in-trainer validations (with
-    ``--validate trainer``). Training seconds leave out checkpoint saving (verl times it inside
-    ``timing_s/step``): the benchmark saves only to evaluate, as the trainer's validation is left out."""
-    from recipe.depo.report.tables import _num, step_accounting, validation_accuracy, validation_se
+    Validations are those of ``recipe.depo.report.tables.validation_points``: the run's checkpoints
+    evaluated after training (``eval_steps/step_N``, see :func:`evaluate_checkpoints`) when the run
+    has them, else verl's in-trainer validations (with ``--validate trainer``). Training seconds
+    leave out checkpoint saving (verl times it inside ``timing_s/step``): the benchmark saves only
+    to evaluate, as the trainer's validation is left out."""
+    from recipe.depo.report.tables import _num, step_accounting, validation_points
 
     rollouts = {0: 0.0}
     seconds = {0: 0.0}
@@ -122,15 +125,8 @@ def curve_from_run(run) -> list[dict]:
         total_r += step_accounting(run, step, data)["rollouts"]
         total_s += (_num(data, "timing_s/step") or 0.0) - (_num(data, "timing_s/save_checkpoint") or 0.0)
         rollouts[step], seconds[step] = total_r, total_s
-    points = checkpoint_validations(Path(run.path))
-    if not points:
-        for step, data in sorted(run.validations.items()):
-            per_set, _ = validation_accuracy(data)
-            if per_set:
-                se = validation_se(Path(run.path) / "validation" / f"{step}.jsonl")
-                points[step] = (mean(per_set.values()), se)
     curve = []
-    for step, (acc, se) in sorted(points.items()):
+    for step, acc, se in validation_points(run):
         upto = max(s for s in rollouts if s <= step)
         curve.append(
             {
@@ -142,28 +138,6 @@ def curve_from_run(run) -> list[dict]:
             }
         )
     return curve
-
-
-def checkpoint_validations(run_dir: Path) -> dict[int, tuple[float, float | None]]:
-    """step -> (accuracy %, SE over prompts) from ``run_dir/eval_steps/step_N`` (evaluate's
-    ``summary.json`` and its per-query results); empty when the run has none."""
-    points: dict[int, tuple[float, float | None]] = {}
-    for folder in sorted((run_dir / EVAL_STEPS).glob("step_*")):
-        summary = folder / "summary.json"
-        if not folder.name[5:].isdigit() or not summary.is_file():
-            continue
-        data = json.loads(summary.read_text())
-        if data.get("partial"):
-            raise BenchError(f"{summary}: a partial evaluation (rerun the benchmark to finish it)")
-        per_query = [
-            json.loads(line)["acc"]
-            for name in data["sets"]
-            for line in (folder / f"{name}.jsonl").read_text().splitlines()
-            if line.strip()
-        ]
-        se = 100.0 * mean_se(per_query)[1] if len(per_query) > 1 else None
-        points[int(folder.name[5:])] = (float(data["Avg"]), se)
-    return points
 
 
 def _round(value: float | None, digits: int = 3) -> float | None:
@@ -340,7 +314,12 @@ def run_one(method: str, seed: int, run_dir: Path, data_dir: Path, args: argpars
     warmup_paper = str(max(1, args.steps // 10))
     env.update({k: v.format(warmup_paper=warmup_paper) for k, v in method_env.items()})
     env.update(
-        OUT_DIR=str(run_dir), DATA_DIR=str(data_dir), SEED=str(seed), REPORT="0", EXPERIMENT=f"learn_{method}_s{seed}"
+        OUT_DIR=str(run_dir),
+        DATA_DIR=str(data_dir),
+        DATA_SEED=str(DATA_SEED),
+        SEED=str(seed),
+        REPORT="0",
+        EXPERIMENT=f"learn_{method}_s{seed}",
     )
     # a cap, not a setting: not in run_env, so raising it keeps finished runs reusable
     env["TIMEOUT_S"] = str(args.run_timeout)
@@ -411,7 +390,7 @@ def evaluate_checkpoints(run_dir: Path, seed: int, log: Path) -> None:
     models = [(0, str(cfg.actor_rollout_ref.model.path)), *((step, str(path)) for step, path in saved)]
     with open(log, "a") as handle, redirect_stdout(handle), redirect_stderr(handle):
         for step, model in models:
-            out = run_dir / EVAL_STEPS / f"step_{step}"
+            out = run_dir / EVAL_STEPS / f"step_{step}"  # step_0: the warm start
             try:
                 evaluate(parser().parse_args(["--model", model, "--output", str(out), *common]))
             except EvalError as exc:
@@ -426,11 +405,15 @@ def evaluate_checkpoints(run_dir: Path, seed: int, log: Path) -> None:
 
 
 def build_data(data_dir: Path, args: argparse.Namespace) -> None:
-    if (data_dir / "train.parquet").is_file() and (data_dir / "val.parquet").is_file():
-        return
+    """One data set for every run (``DATA_SEED``), built once; kept only when it is exactly what
+    these settings build (a DataPrepError names the file otherwise)."""
     from data_prep.arithmetic import build
+    from data_prep.common import DataPrepError
 
-    build(data_dir, args.train_size, args.val_size, seed=0, overwrite=True, tier_mix=args.tier_mix)
+    try:
+        build(data_dir, args.train_size, args.val_size, seed=DATA_SEED, tier_mix=args.tier_mix, reuse=True)
+    except DataPrepError as exc:
+        raise BenchError(str(exc)) from None
 
 
 # ---- rendering -------------------------------------------------------------------------------
@@ -541,12 +524,16 @@ def entropy_ends(run) -> tuple[float | None, float | None]:
 
 def collect(output: Path, plan: list[tuple[str, int]]) -> dict:
     from recipe.depo.report import read_run
+    from recipe.depo.report.runs import ReportError
     from recipe.depo.report.tables import rollout_accounting
 
     runs, accounting, entropies = [], {}, {}
     for method, seed in plan:
         run_dir = output / "runs" / f"{method}-s{seed}"
-        run = read_run(f"{method}-s{seed}", run_dir)
+        try:
+            run = read_run(f"{method}-s{seed}", run_dir)
+        except ReportError as exc:
+            raise BenchError(str(exc)) from None
         curve = curve_from_run(run)
         runs.append({"method": method, "seed": seed, "run_dir": str(run_dir), "curve": curve})
         acct = rollout_accounting(run)

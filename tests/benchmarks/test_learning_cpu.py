@@ -163,7 +163,9 @@ def test_checkpoints_are_evaluated_per_step_and_the_curve_reads_them(bench, make
 
     # a half-written evaluation is not read as a point
     (run / "eval_steps" / "step_2" / "summary.json").write_text(json.dumps({**summaries[1], "partial": True}))
-    with pytest.raises(bench.BenchError, match="partial evaluation"):
+    from recipe.depo.report.runs import ReportError
+
+    with pytest.raises(ReportError, match="partial evaluation"):
         bench.curve_from_run(read_run("x", run))
 
 
@@ -235,6 +237,21 @@ def test_an_output_directory_made_with_other_settings_is_refused(tmp_path):
     proc = _cli(["--quick", "--output", str(out)], tmp_path)
     assert proc.returncode == 2 and "other settings (steps, run_env differ)" in proc.stderr
     assert json.loads((out / "learning_cpu.json").read_text()) == marker
+
+
+def test_the_data_is_built_once_and_kept_only_when_it_is_these_settings_data(bench, tmp_path):
+    """Every run trains on the benchmark's one data set (seed DATA_SEED, not the run's seed): a data
+    directory holding other data (another tier mix here) is refused naming the file, untouched."""
+    import argparse
+
+    data = tmp_path / "data"
+    args = argparse.Namespace(train_size=24, val_size=12, tier_mix=(3, 3, 3, 1, 1, 1))
+    bench.build_data(data, args)
+    built = {p.name: p.read_bytes() for p in data.iterdir()}
+    bench.build_data(data, args)  # kept
+    with pytest.raises(bench.BenchError, match=r"train\.parquet holds other problems, not the arithmetic data of"):
+        bench.build_data(data, argparse.Namespace(**{**vars(args), "tier_mix": (1,) * 6}))
+    assert {p.name: p.read_bytes() for p in data.iterdir()} == built
 
 
 def test_the_tier_mix_always_and_the_warm_start_recipe_only_off_default_reach_the_launcher(bench):

@@ -251,3 +251,47 @@ def test_selection_table_reads_the_last_totals_and_counts_guard_steps(tmp_path):
     assert "| S | depo | shadow | 0.150 | 25% / 50% / 75% | – / – | – |" in md
     assert "| G | greso | filter | – | – / – / – | 25% / 50% | 2 |" in md
     assert "| P |" not in md.split("## Selection")[1]
+
+
+def _checkpoint_eval(run, step, per_query, partial=False):
+    folder = run / "eval_steps" / f"step_{step}"
+    folder.mkdir(parents=True)
+    acc = 100.0 * sum(per_query) / len(per_query)
+    rows = [json.dumps({"index": i, "n": 4, "acc": a}) for i, a in enumerate(per_query)]
+    (folder / "val.jsonl").write_text("".join(row + "\n" for row in rows))
+    summary = {"settings": {"n": 4}, "sets": {"val": {"acc": acc, "queries": len(per_query), "partial": partial}}}
+    (folder / "summary.json").write_text(json.dumps({**summary, "Avg": acc, "partial": partial}))
+
+
+def test_checkpoints_evaluated_after_training_are_the_runs_validation_curve(tmp_path):
+    """The learning benchmark validates no run in the trainer: it evaluates each saved checkpoint into
+    eval_steps/step_N afterwards. The report reads those as the run's validations (series and
+    first/last with the SE over queries), ahead of in-trainer ones, and refuses a partial one."""
+    from recipe.depo.report import read_run
+    from recipe.depo.report.runs import ReportError
+    from recipe.depo.report.tables import run_report, series
+
+    run = _write_run(
+        tmp_path / "run",
+        [_step(1, 2.0, 1.0), _step(2, 2.0, 1.0), (2, {"val-core/arithmetic/acc/mean@4": 0.9})],
+    )
+    _checkpoint_eval(run, 0, [0.0, 0.25, 0.0, 0.25])
+    _checkpoint_eval(run, 2, [0.5, 0.25, 0.75, 0.5])
+    (run / "eval_steps" / "step_x").mkdir()  # not a step: ignored
+    report = run_report(read_run("r", run))
+    # per-query accuracies 0, 0.25, 0, 0.25: mean 0.125, sample variance 0.0625 / 3, SE its root / 2
+    first_se = 100 * (0.0625 / 3) ** 0.5 / 2
+    assert report["val_ends"]["first"] == {"step": 0, "acc": 12.5, "se": pytest.approx(first_se)}
+    last = report["val_ends"]["last"]
+    # per-query accuracies 0.5, 0.25, 0.75, 0.5: mean 0.5, sample SD sqrt(0.125/3), SE SD / 2
+    assert last["step"] == 2 and last["acc"] == 50.0 and last["se"] == pytest.approx(100 * (0.125 / 3) ** 0.5 / 2)
+    # rollouts by step 2: two steps of BATCH prompts x N
+    assert series(read_run("r", run))["val_by_step"] == [(0, 0.0, 12.5), (2, 2 * BATCH * N, 50.0)]
+
+    _checkpoint_eval(run, 4, [1.0, 1.0], partial=True)
+    with pytest.raises(ReportError, match=r"step_4/summary.json is a partial evaluation"):
+        read_run("r", run)
+    (run / "eval_steps" / "step_4" / "summary.json").unlink()
+    (run / "eval_steps" / "step_2" / "val.jsonl").write_text('{"index": 0}\n')
+    with pytest.raises(ReportError, match=r"step_2/val.jsonl line 1 has no numeric 'acc'"):
+        read_run("r", run)

@@ -7,7 +7,9 @@ A run directory (what every launcher writes, see ``examples/``) holds
   starts, so the launchers move a previous run's file aside as ``metrics.<unix time>.jsonl``
   before resuming; the parts are read oldest first and a later part replaces the steps it redid.
 * ``config.yaml``: the composed config hydra saves (``hydra.run.dir`` = the run directory).
-* optionally ``eval/summary.json`` from ``python -m recipe.depo.evaluate --output RUN/eval``, and
+* optionally ``eval/summary.json`` from ``python -m recipe.depo.evaluate --output RUN/eval``,
+  ``eval_steps/step_N/`` (the same for the checkpoint of step N, as ``benchmarks/learning_cpu.py``
+  writes them: the run's validation curve when it has them), and
   ``rollouts/<step>.jsonl`` from ``trainer.rollout_data_dir`` (used for the zero-advantage share
   of runs whose metrics do not carry ``depo/zero_adv_group_frac``, e.g. verl's own ``main_ppo``).
 """
@@ -29,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 METRICS = "metrics.jsonl"
 CONFIG = "config.yaml"
+EVAL_STEPS = "eval_steps"  # RUN/eval_steps/step_N: recipe.depo.evaluate's output for the checkpoint of step N
 _PART = re.compile(r"^metrics\.(\d+)\.jsonl$")
 
 
@@ -104,6 +107,17 @@ class RunData:
     config: dict[str, Any] = field(default_factory=dict)
     eval_summary: dict | None = None
     rollout_dir: Path | None = None
+    # step -> the checkpoint's evaluation (eval_steps/step_N), read by read_checkpoint_evals
+    checkpoint_evals: dict[int, CheckpointEval] = field(default_factory=dict)
+
+
+@dataclass
+class CheckpointEval:
+    """One checkpoint evaluated after training: accuracy per set (%), and the standard error of
+    their mean over the evaluated queries (each query's accuracy over its samples first), in points."""
+
+    sets: dict[str, float]
+    se: float | None
 
 
 def merge_parts(parts: list[list[tuple[int, dict]]]) -> tuple[dict[int, dict], dict[int, dict]]:
@@ -197,7 +211,56 @@ def read_run(name: str, run_dir: str | Path) -> RunData:
                 raise ReportError(f"run {name}: {summary}: sets.{set_name}.acc must be a percentage, got {acc!r}")
     if (run_dir / "rollouts").is_dir():
         run.rollout_dir = run_dir / "rollouts"
+    run.checkpoint_evals = read_checkpoint_evals(name, run_dir)
     return run
+
+
+def read_checkpoint_evals(name: str, run_dir: Path) -> dict[int, CheckpointEval]:
+    """step -> :class:`CheckpointEval` from ``run_dir/eval_steps/step_N`` (evaluate's
+    ``summary.json`` and its per-query ``<set>.jsonl``); empty when the run has none. A partial or
+    unreadable evaluation is an error naming the file: a curve must not mix in a half-done point."""
+    evals: dict[int, CheckpointEval] = {}
+    for folder in sorted((run_dir / EVAL_STEPS).glob("step_*")):
+        summary_path = folder / "summary.json"
+        if not folder.name[5:].isdigit() or not summary_path.is_file():
+            continue
+        summary = _read_json(summary_path, f"run {name}", "evaluate summary")
+        sets = summary.get("sets") if isinstance(summary, dict) else None
+        if not isinstance(sets, dict) or not sets:
+            raise ReportError(f"run {name}: {summary_path} has no 'sets' (expected recipe.depo.evaluate's summary)")
+        if summary.get("partial"):
+            raise ReportError(
+                f"run {name}: {summary_path} is a partial evaluation (evaluate that checkpoint again to finish it)"
+            )
+        per_query: list[float] = []
+        accs: dict[str, float] = {}
+        for set_name, entry in sets.items():
+            acc = entry.get("acc") if isinstance(entry, dict) else None
+            if isinstance(acc, bool) or not isinstance(acc, (int, float)) or not 0 <= acc <= 100:
+                raise ReportError(f"run {name}: {summary_path}: sets.{set_name}.acc must be a percentage, got {acc!r}")
+            accs[set_name] = float(acc)
+            results = folder / f"{set_name}.jsonl"
+            if results.is_file():
+                for number, line in enumerate(_read_bytes(results, "per-query results").splitlines(), start=1):
+                    if not line.strip():
+                        continue
+                    try:
+                        per_query.append(float(json.loads(line)["acc"]))
+                    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError):
+                        raise ReportError(f"run {name}: {results} line {number} has no numeric 'acc'") from None
+        se = None
+        if len(per_query) > 1:
+            m = sum(per_query) / len(per_query)
+            se = 100.0 * math.sqrt(sum((a - m) ** 2 for a in per_query) / (len(per_query) - 1) / len(per_query))
+        evals[int(folder.name[5:])] = CheckpointEval(accs, se)
+    return evals
+
+
+def _read_json(path: Path, who: str, what: str) -> Any:
+    try:
+        return json.loads(_read_bytes(path, what))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ReportError(f"{who}: {path} is not JSON") from None
 
 
 def zero_adv_from_dump(path: Path) -> float | None:

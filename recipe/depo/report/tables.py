@@ -239,13 +239,27 @@ def series(run: RunData) -> dict[str, list[tuple[float, float]]]:
                 out[name].append((step, value))
     out["val_vs_rollouts"] = []
     out["val_by_step"] = []  # (validation step, cumulative rollouts, accuracy): seeds align by step
+    for step, acc, _ in validation_points(run, with_se=False):
+        at = cumulative.get(step, max((v for s, v in cumulative.items() if s <= step), default=0.0))
+        out["val_vs_rollouts"].append((at, acc))
+        out["val_by_step"].append((step, at, acc))
+    return out
+
+
+def validation_points(run: RunData, with_se: bool = True) -> list[tuple[int, float, float | None]]:
+    """``(step, accuracy %, its SE over prompts or None)`` per validation, the accuracy a mean over
+    sets: the run's checkpoints evaluated after training (``eval_steps/step_N``, what
+    ``benchmarks/learning_cpu.py`` writes) when it has them, else verl's in-trainer validations,
+    whose SE comes from their dump (``validation/<step>.jsonl``) where the run wrote one."""
+    if run.checkpoint_evals:
+        return [(step, mean(ev.sets.values()), ev.se) for step, ev in sorted(run.checkpoint_evals.items())]
+    points = []
     for step, data in sorted(run.validations.items()):
         per_set, _ = validation_accuracy(data)
-        at = cumulative.get(step, max((v for s, v in cumulative.items() if s <= step), default=0.0))
         if per_set:
-            out["val_vs_rollouts"].append((at, mean(per_set.values())))
-            out["val_by_step"].append((step, at, mean(per_set.values())))
-    return out
+            se = validation_se(Path(run.path) / "validation" / f"{step}.jsonl") if with_se else None
+            points.append((step, mean(per_set.values()), se))
+    return points
 
 
 def validation_se(path: Path) -> float | None:
@@ -268,17 +282,17 @@ def validation_se(path: Path) -> float | None:
 
 
 def validation_ends(run: RunData) -> dict[str, dict] | None:
-    """The run's first and last validation: step, accuracy (%, mean over sets) and, where the run
-    dumped its validation answers (``validation/<step>.jsonl``), that measurement's SE over prompts."""
-    points = []
-    for step, data in sorted(run.validations.items()):
-        per_set, _ = validation_accuracy(data)
-        if per_set:
-            se = validation_se(Path(run.path) / "validation" / f"{step}.jsonl")
-            points.append({"step": step, "acc": mean(per_set.values()), "se": se})
+    """The run's first and last validation (:func:`validation_points`): step, accuracy (%, mean over
+    sets) and, where known, that measurement's SE over prompts."""
+    points = validation_points(run, with_se=False)
     if len(points) < 2:
         return None
-    return {"first": points[0], "last": points[-1]}
+    ends = {}
+    for end, (step, acc, se) in (("first", points[0]), ("last", points[-1])):
+        if se is None and not run.checkpoint_evals:  # read the two dumps needed, not every one
+            se = validation_se(Path(run.path) / "validation" / f"{step}.jsonl")
+        ends[end] = {"step": step, "acc": acc, "se": se}
+    return ends
 
 
 LAGS = ("score_to_gen", "gen_to_train", "outcome_to_gen")
