@@ -186,7 +186,8 @@ START=$(date +%s)
 echo "== [1/4] data: arithmetic task -> $DATA_DIR"
 python -m data_prep.arithmetic --output "$DATA_DIR" --train-size "$TRAIN_SIZE" --val-size "$VAL_SIZE" \
   --seed "$DATA_SEED" ${TIER_MIX:+--tier-mix "$TIER_MIX"} --reuse || {
-  echo "DATA_DIR $DATA_DIR: see the line above (knobs TRAIN_SIZE, VAL_SIZE, DATA_SEED, TIER_MIX)" >&2; exit 2; }
+  status=$?
+  echo "DATA_DIR $DATA_DIR: see the line above (knobs TRAIN_SIZE, VAL_SIZE, DATA_SEED, TIER_MIX)" >&2; exit "$status"; }
 
 if [[ "$MODE" == compare ]]; then
   # one run directory per method, all on the same data, policy and seed; each run's own knobs are
