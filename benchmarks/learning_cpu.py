@@ -316,7 +316,6 @@ def run_one(method: str, seed: int, run_dir: Path, data_dir: Path, args: argpars
     env.update(
         OUT_DIR=str(run_dir),
         DATA_DIR=str(data_dir),
-        DATA_SEED=str(DATA_SEED),
         SEED=str(seed),
         REPORT="0",
         EXPERIMENT=f"learn_{method}_s{seed}",

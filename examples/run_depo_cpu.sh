@@ -64,9 +64,6 @@ EST_LR=${EST_LR:-2e-3}
 OUT_DIR=${OUT_DIR:-/tmp/cpu_depo_demo}
 DATA_DIR=${DATA_DIR:-$OUT_DIR/data}
 SEED=${SEED:-0}
-# seed of the generated problems (the learning benchmark keeps one data set across its SEEDs); an
-# existing DATA_DIR is used only when it holds exactly what these knobs build
-DATA_SEED=${DATA_SEED:-$SEED}
 TRAIN_SIZE=${TRAIN_SIZE:-1200}
 # 20: at 10 the rise of validation accuracy was below two of its standard errors in one of two
 # runs on one machine (6.5 -> 8.8%; the rollout server was not yet seeded per request, so each run was a new draw)
@@ -123,7 +120,7 @@ REPORT=${REPORT:-1}                        # 0: no report at the end (MODE=compa
 # --------------------------------------------------------------------------------------------
 # a knob that is not a number would fail later as a bash arithmetic or `timeout` error that does
 # not name it
-for knob in TRAIN_SIZE VAL_SIZE STEPS BATCH N MINI_BATCH PROMPT_LEN RESPONSE_LEN TIMEOUT_S WARMUP SEED DATA_SEED; do
+for knob in TRAIN_SIZE VAL_SIZE STEPS BATCH N MINI_BATCH PROMPT_LEN RESPONSE_LEN TIMEOUT_S WARMUP SEED; do
   [[ "${!knob}" =~ ^[0-9]+$ ]] || { echo "$knob must be a whole number, got '${!knob}'" >&2; exit 2; }
 done
 (( MINI_BATCH > 0 && BATCH % MINI_BATCH == 0 )) || { echo "MINI_BATCH must divide BATCH ($BATCH), got '$MINI_BATCH'" >&2; exit 2; }
@@ -182,13 +179,6 @@ mkdir -p "$OUT_DIR"
 touch "$MARKER"
 START=$(date +%s)
 
-# Before anything of an earlier run is removed: data built for other knobs is refused, not reused.
-echo "== [1/4] data: arithmetic task -> $DATA_DIR"
-python -m data_prep.arithmetic --output "$DATA_DIR" --train-size "$TRAIN_SIZE" --val-size "$VAL_SIZE" \
-  --seed "$DATA_SEED" ${TIER_MIX:+--tier-mix "$TIER_MIX"} --reuse || {
-  status=$?
-  echo "DATA_DIR $DATA_DIR: see the line above (knobs TRAIN_SIZE, VAL_SIZE, DATA_SEED, TIER_MIX)" >&2; exit "$status"; }
-
 if [[ "$MODE" == compare ]]; then
   # one run directory per method, all on the same data, policy and seed; each run's own knobs are
   # the ones above (they reach the child runs through the environment or the same defaults)
@@ -213,6 +203,14 @@ elif [[ -s "$OUT_DIR/metrics.jsonl" ]]; then
 fi
 METRICS="$OUT_DIR/metrics.jsonl"
 export VERL_FILE_LOGGER_PATH="$METRICS"
+
+echo "== [1/4] data: arithmetic task -> $DATA_DIR"
+if [[ ! -f "$DATA_DIR/train.parquet" || ! -f "$DATA_DIR/val.parquet" ]]; then
+  python -m data_prep.arithmetic --output "$DATA_DIR" --train-size "$TRAIN_SIZE" --val-size "$VAL_SIZE" \
+    --seed "$SEED" ${TIER_MIX:+--tier-mix "$TIER_MIX"} --overwrite
+else
+  echo "   reusing existing parquet files"
+fi
 
 echo "== [2/4] $POLICY policy (built once, then cached)"
 case "$POLICY" in

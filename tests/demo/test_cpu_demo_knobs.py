@@ -1,7 +1,7 @@
 """examples/run_depo_cpu.sh checks its knobs before it touches anything. It deletes OUT_DIR's
 metrics, rollouts and report before a fresh run (and continues from its checkpoints on a resume),
 so it refuses a directory that holds a run it did not make; a knob that is not a number is named.
-Each case stops before training (a refused knob or OUT_DIR, data built for other knobs, or TRAIN_SIZE=0, which the data
+Each case stops before training (a refused knob or OUT_DIR, or TRAIN_SIZE=0, which the data
 builder refuses right after the checks)."""
 
 import os
@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def _demo(out_dir: Path, **knobs) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VERL_", "DEPO_"))}
-    env.update({"OUT_DIR": str(out_dir), "TRAIN_SIZE": "0", "REPORT": "0", "PYTHONPATH": str(REPO), **knobs})
+    env.update(OUT_DIR=str(out_dir), TRAIN_SIZE="0", REPORT="0", PYTHONPATH=str(REPO), **knobs)
     return subprocess.run(
         ["bash", str(REPO / "examples" / "run_depo_cpu.sh")], env=env, capture_output=True, text=True, timeout=120
     )
@@ -74,28 +74,3 @@ def test_a_bad_knob_is_refused_at_start_naming_it(tmp_path, knob, value, message
     out = _demo(tmp_path / "demo", **{knob: value})
     assert out.returncode == 2 and out.stderr.strip().splitlines()[-1] == message, out.stderr[-2000:]
     assert not (tmp_path / "demo").exists()
-
-
-def test_data_built_for_other_knobs_is_refused_before_the_last_run_is_cleared(tmp_path):
-    """An existing DATA_DIR was reused whatever it held: a run with SEED=1 (or another TRAIN_SIZE or
-    TIER_MIX) trained on the data of the knobs it was built with. Now it is refused, naming the
-    file and the knobs, before the fresh run clears the earlier run's metrics and rollouts."""
-    from data_prep import arithmetic
-
-    data = tmp_path / "data"
-    assert arithmetic.main(["--output", str(data), "--train-size", "32", "--val-size", "8", "--seed", "0"]) == 0
-    kept_data = {p.name: p.read_bytes() for p in data.iterdir()}
-    out_dir = tmp_path / "demo"
-    earlier_run = _finished_run(out_dir)
-    (out_dir / ".depo_cpu_demo").touch()
-    out = _demo(out_dir, DATA_DIR=str(data), TRAIN_SIZE="32", VAL_SIZE="8", POLICY="tiny", SEED="1")
-    assert out.returncode == 2, out.stderr[-2000:]
-    *_, error, knobs = out.stderr.strip().splitlines()
-    assert error == (
-        f"error: {data / 'train.parquet'} holds other problems, not the arithmetic data of --train-size 32 "
-        "--val-size 8 --seed 1 --tier-mix one of each; remove it or write elsewhere"
-    )
-    assert knobs == f"DATA_DIR {data}: see the line above (knobs TRAIN_SIZE, VAL_SIZE, DATA_SEED, TIER_MIX)"
-    assert {p.name: p.read_bytes() for p in data.iterdir()} == kept_data
-    files = {str(p.relative_to(out_dir)): p.read_bytes() for p in sorted(out_dir.rglob("*")) if p.is_file()}
-    assert files == {**earlier_run, ".depo_cpu_demo": b""}
