@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from recipe.depo.evaluate.data import EvalError
+from recipe.depo.report.seeds import mean_se
 
 logger = logging.getLogger(__name__)
 
@@ -248,11 +249,8 @@ def read_checkpoint_evals(name: str, run_dir: Path) -> dict[int, CheckpointEval]
                         per_query.append(float(json.loads(line)["acc"]))
                     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError):
                         raise ReportError(f"run {name}: {results} line {number} has no numeric 'acc'") from None
-        se = None
-        if len(per_query) > 1:
-            m = sum(per_query) / len(per_query)
-            se = 100.0 * math.sqrt(sum((a - m) ** 2 for a in per_query) / (len(per_query) - 1) / len(per_query))
-        evals[int(folder.name[5:])] = CheckpointEval(accs, se)
+        se = mean_se(per_query)[1] if len(per_query) > 1 else None
+        evals[int(folder.name[5:])] = CheckpointEval(accs, None if se is None else 100.0 * se)
     return evals
 
 
