@@ -80,6 +80,11 @@ RESPONSE_LEN=${RESPONSE_LEN:-12}
 POLICY=${POLICY:-noisy}
 NOISY_RECIPE=${NOISY_RECIPE:-finetune}     # noisy: finetune | scratch, how its warm start is built (NoisyPolicySpec.recipe)
 TEMPERATURE=${TEMPERATURE:-1.0}
+# seconds between verl's replay-buffer looks for finished rollouts (DEPO_CPU_POLL_INTERVAL_S; verl's
+# own 2 s when empty). verl sleeps the whole interval between looks: on a GPU a generation round
+# takes minutes and 2 s is noise; here a round takes well under a second, so at 2 s every round
+# (DAPO's several per step) costs a whole poll and step times measure the sleep, not the work
+POLL_S=${POLL_S-0.2}
 case "$POLICY" in
   noisy)
     LR=${LR:-2e-4}
@@ -124,6 +129,8 @@ for knob in TRAIN_SIZE VAL_SIZE STEPS BATCH N MINI_BATCH PROMPT_LEN RESPONSE_LEN
   [[ "${!knob}" =~ ^[0-9]+$ ]] || { echo "$knob must be a whole number, got '${!knob}'" >&2; exit 2; }
 done
 (( MINI_BATCH > 0 && BATCH % MINI_BATCH == 0 )) || { echo "MINI_BATCH must divide BATCH ($BATCH), got '$MINI_BATCH'" >&2; exit 2; }
+[[ -z "$POLL_S" || ( "$POLL_S" =~ ^[0-9]*\.?[0-9]+$ && ! "$POLL_S" =~ ^[0.]+$ ) ]] || {
+  echo "POLL_S must be a positive number of seconds (empty: verl's 2 s), got '$POLL_S'" >&2; exit 2; }
 for knob in TEST_FREQ SAVE_FREQ; do
   [[ "${!knob}" =~ ^-?[0-9]+$ ]] || { echo "$knob must be an integer (-1: never), got '${!knob}'" >&2; exit 2; }
 done
@@ -287,6 +294,7 @@ timeout --signal=INT --kill-after=30 "$TIMEOUT_S" python -m "$ENTRY" "${CONFIG_A
   "${DEPO_ARGS[@]}" \
   "${MODE_ARGS[@]}" \
   "${ASYNC_ARGS[@]}" \
+  ${POLL_S:+"++ray_kwargs.ray_init.runtime_env.env_vars.DEPO_CPU_POLL_INTERVAL_S='$POLL_S'"} \
   "$@" 2>&1 | tee "$OUT_DIR/train.log"
 STATUS=${PIPESTATUS[0]}
 set -e

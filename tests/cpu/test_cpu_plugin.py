@@ -142,3 +142,53 @@ def test_preset_selects_plugin_pieces(name):
     assert preset["actor_rollout_ref"]["model"]["override_config"]["attn_implementation"] == "sdpa"
     assert preset["ray_kwargs"]["ray_init"]["num_cpus"] == 16
     assert preset["ray_kwargs"]["ray_init"]["runtime_env"]["env_vars"]["VERL_PLATFORM"] == "cpu"
+
+
+_POLL_PROBE = """
+    import sys
+    import verl
+    # the patch waits for the module: a process that never builds a buffer never imports it
+    print("IMPORTED_EARLY", "verl.trainer.ppo.v1.replay_buffer" in sys.modules)
+    from verl.trainer.ppo.v1 import replay_buffer as rb
+    slept = []
+    rb.time.sleep = slept.append  # what _wait_for_next_poll waits, without waiting
+    for cls in (rb.ReplayBuffer, rb.ReplayBufferAsync):
+        buf = cls(trainer_mode="sync", trainer_config={}, max_off_policy_threshold=None,
+                  max_off_policy_strategy="drop", sampler_kwargs={})
+        buf._wait_for_next_poll("train", 0.0)
+    explicit = rb.ReplayBuffer(trainer_mode="sync", trainer_config={}, max_off_policy_threshold=None,
+                               max_off_policy_strategy="drop", sampler_kwargs={}, poll_interval=3.0)
+    explicit._wait_for_next_poll("train", 0.0)
+    print("SLEPT", slept)
+"""
+
+
+@pytest.mark.parametrize(
+    "interval, slept",
+    [(None, "[2.0, 2.0, 3.0]"), ("0.05", "[0.05, 0.05, 3.0]")],
+    ids=["verl's-2s", "from-the-environment"],
+)
+def test_replay_buffer_polls_at_the_interval_the_environment_sets(interval, slept):
+    """verl's V1 replay buffer sleeps poll_interval between looks for finished rollouts, 2 s with
+    no way to set it; DEPO_CPU_POLL_INTERVAL_S sets it on CPU (a caller's own value still wins)."""
+    env = {} if interval is None else {"DEPO_CPU_POLL_INTERVAL_S": interval}
+    proc = _run(_POLL_PROBE, "cpu", {"DEPO_CPU_POLL_INTERVAL_S": "", **env})
+    out = _ok(proc)
+    assert "IMPORTED_EARLY False" in out
+    assert f"SLEPT {slept}" in out
+
+
+def test_replay_buffer_poll_interval_is_left_alone_without_the_cpu_platform():
+    proc = _run(_POLL_PROBE, None, {"DEPO_CPU_POLL_INTERVAL_S": "0.05"})
+    assert "SLEPT [2.0, 2.0, 3.0]" in _ok(proc)
+
+
+@pytest.mark.parametrize("raw", ["0", "-1", "fast", "nan"])
+def test_a_bad_poll_interval_fails_loudly_naming_the_variable(raw):
+    proc = _run(
+        "import verl\nfrom verl.plugin.platform import get_platform\nget_platform()",
+        "cpu",
+        {"DEPO_CPU_POLL_INTERVAL_S": raw},
+    )
+    assert proc.returncode != 0
+    assert f"DEPO_CPU_POLL_INTERVAL_S must be a positive number of seconds, got {raw!r}" in proc.stderr

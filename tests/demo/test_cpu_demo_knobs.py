@@ -63,6 +63,9 @@ def test_a_new_empty_or_demo_directory_gets_past_the_check(tmp_path, state):
         ("MINI_BATCH", "5", "MINI_BATCH must divide BATCH (16), got '5'"),
         ("MINI_BATCH", "0", "MINI_BATCH must divide BATCH (16), got '0'"),
         ("NOISY_RECIPE", "pretrained", "NOISY_RECIPE must be 'finetune' or 'scratch', got 'pretrained'"),
+        ("POLL_S", "0", "POLL_S must be a positive number of seconds (empty: verl's 2 s), got '0'"),
+        ("POLL_S", "0.0", "POLL_S must be a positive number of seconds (empty: verl's 2 s), got '0.0'"),
+        ("POLL_S", "2s", "POLL_S must be a positive number of seconds (empty: verl's 2 s), got '2s'"),
         (
             "TIER_MIX",
             "3,3,3",

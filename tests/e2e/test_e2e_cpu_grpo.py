@@ -12,6 +12,7 @@ machine, one of them the run the shadow-mode test shares).
 import json
 
 import pytest
+import yaml
 from demo_launch import launch, metric_records, validation_steps
 
 
@@ -32,6 +33,10 @@ def test_grpo_two_steps_then_resume_one(grpo_run, adam_steps):
         # step 2 the server must have the weights the actor had after step 1
         assert data["training/rollout_probs_diff_valid"] == 1
         assert data["training/rollout_probs_diff_mean"] < 1e-3, data["training/rollout_probs_diff_mean"]
+    # the launcher's POLL_S reaches every Ray process as the string Ray requires (the plugin's
+    # patch that reads it: tests/cpu/test_cpu_plugin.py)
+    config = yaml.safe_load((out_dir / "config.yaml").read_text())
+    assert config["ray_kwargs"]["ray_init"]["runtime_env"]["env_vars"]["DEPO_CPU_POLL_INTERVAL_S"] == "0.2"
     val_steps = validation_steps(grpo_run["records"])
     assert val_steps[0] == 0 and 2 in val_steps, val_steps
 

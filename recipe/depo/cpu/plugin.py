@@ -68,6 +68,8 @@ def register() -> None:
     from recipe.depo.cpu import verl_internals
     from recipe.depo.cpu.platform import PlatformCPU
 
+    # a bad value stops the registration: the run then fails at its start, not at its first poll
+    verl_internals.poll_interval_from_env()
     if PlatformRegistry.get(CPU_PLATFORM) is not PlatformCPU:
         PlatformRegistry.register(platform=CPU_PLATFORM)(PlatformCPU)
     _register_engines()

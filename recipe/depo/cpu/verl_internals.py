@@ -1,7 +1,7 @@
 """Every place the CPU backend reaches into a private part of verl 0.9.1, and nothing else.
 
 verl has public registries for platforms, training engines and rollout replicas, which
-``plugin.py`` uses. Four things have no public hook; each is done here, fails with
+``plugin.py`` uses. Five things have no public hook; each is done here, fails with
 :class:`VerlInternalsChanged` naming the internal when verl moves it, and is listed (with the
 upstream hook that would remove it) in docs/verl_surface.md. tests/cpu/test_cpu_plugin.py checks
 their effect in fresh interpreters.
@@ -19,13 +19,23 @@ their effect in fresh interpreters.
 4. ``RolloutReplica._server_handle`` / ``_server_address``: verl's ``LLMServerManager`` reads
    these private fields of every replica (not the public properties over them); a replica's
    ``launch_servers`` must fill them, as verl's own vLLM/SGLang replicas do.
+5. ``verl.trainer.ppo.v1.replay_buffer.ReplayBuffer``'s ``poll_interval``: the V1 trainer waits
+   for finished rollouts by sleeping 2 s between looks, and builds the buffer without a way to
+   set it. On a GPU a generation round takes minutes and 2 s is noise; on this CPU a round takes
+   well under a second, so every round costs a whole poll and step times measure the sleep.
+   With ``DEPO_CPU_POLL_INTERVAL_S`` set, ``ReplayBuffer.__init__`` uses that interval instead
+   (patched when the module is imported, so processes that never build a buffer never import it).
 """
 
 from __future__ import annotations
 
 import functools
 import importlib
+import importlib.abc
+import importlib.util
 import inspect
+import math
+import os
 import sys
 from typing import Any
 
@@ -37,6 +47,8 @@ _ROLLOUT_BASE = "verl.workers.rollout.base"
 _FSDP_IMPL = "verl.workers.engine.fsdp.transformer_impl"
 _DISTRIBUTED = "verl.utils.distributed"
 _ENGINE_WORKERS = "verl.workers.engine_workers"
+_REPLAY_BUFFER = "verl.trainer.ppo.v1.replay_buffer"
+POLL_INTERVAL_ENV = "DEPO_CPU_POLL_INTERVAL_S"
 _PATCH_MARK = "__depo_cpu_patched__"
 
 
@@ -109,10 +121,85 @@ def patch_process_group_backend() -> None:
         workers.initialize_global_process_group_ray = wrapper
 
 
+# ---------------------------------------------------------------- 5. replay buffer poll interval
+def poll_interval_from_env(environ=os.environ) -> float | None:
+    """The interval ``DEPO_CPU_POLL_INTERVAL_S`` asks for; None when unset or empty (verl's own)."""
+    raw = environ.get(POLL_INTERVAL_ENV, "").strip()
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{POLL_INTERVAL_ENV} must be a positive number of seconds, got {raw!r}")
+    return value
+
+
+def patch_replay_buffer_poll(module: Any, interval: float) -> None:
+    """Make ``module.ReplayBuffer`` (and its subclasses) poll every ``interval`` seconds unless
+    the caller passes ``poll_interval`` itself."""
+    buffer_cls = getattr(module, "ReplayBuffer", None)
+    if not inspect.isclass(buffer_cls):
+        raise _changed(f"{_REPLAY_BUFFER}.ReplayBuffer", "class not found")
+    init = buffer_cls.__init__
+    if getattr(init, _PATCH_MARK, False):
+        init.depo_interval = interval
+        return
+    if "poll_interval" not in inspect.signature(init).parameters:
+        raise _changed(f"{_REPLAY_BUFFER}.ReplayBuffer.__init__", "no `poll_interval` parameter")
+
+    @functools.wraps(init)
+    def wrapper(self, *args, **kwargs):
+        kwargs.setdefault("poll_interval", wrapper.depo_interval)
+        init(self, *args, **kwargs)
+
+    wrapper.depo_interval = interval
+    setattr(wrapper, _PATCH_MARK, True)
+    buffer_cls.__init__ = wrapper
+
+
+class _AfterImport(importlib.abc.MetaPathFinder):
+    """Runs ``callback(module)`` right after ``name`` is first imported, in whatever process."""
+
+    def __init__(self, name: str, callback) -> None:
+        self.name, self.callback = name, callback
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != self.name:
+            return None
+        sys.meta_path.remove(self)  # one module, once; the real finders locate it
+        spec = importlib.util.find_spec(fullname)
+        if spec is None or spec.loader is None:
+            return spec
+        exec_module = spec.loader.exec_module
+
+        def exec_then_patch(module):
+            exec_module(module)
+            self.callback(module)
+
+        spec.loader.exec_module = exec_then_patch
+        return spec
+
+
+def patch_replay_buffer_poll_on_import(interval: float) -> None:
+    def apply(module):
+        patch_replay_buffer_poll(module, interval)
+
+    if _REPLAY_BUFFER in sys.modules:
+        apply(sys.modules[_REPLAY_BUFFER])
+        return
+    sys.meta_path[:] = [f for f in sys.meta_path if not (isinstance(f, _AfterImport) and f.name == _REPLAY_BUFFER)]
+    sys.meta_path.insert(0, _AfterImport(_REPLAY_BUFFER, apply))
+
+
 def apply_all() -> None:
     register_rollout_adapter()
     patch_unpinned_cpu_offload()
     patch_process_group_backend()
+    interval = poll_interval_from_env()
+    if interval is not None:
+        patch_replay_buffer_poll_on_import(interval)
 
 
 # ---------------------------------------------------------------- 4. replica server fields
