@@ -59,6 +59,15 @@ METHODS: dict[str, tuple[str, dict[str, str], list[str]]] = {
         {"MODE": "depo", "EST_LR": "2e-4", "WARMUP": "{warmup_paper}"},
         ["depo.estimator.updates_per_step=1", "depo.estimator.replay_steps=1", "depo.estimator.calibration=none"],
     ),
+    # not in the default comparison: Table 1's "+ DAPO w/o dynamic sampling" row (DEPO's filter with
+    # zero-advantage groups masked out of the token-mean loss) and its control without the filter
+    # (GRPO + masking), which separates what the filter adds from what the masking adds
+    "depo_dapo": ("DEPO + masking", {"MODE": "depo"}, ["depo.advantage_filter.mask_zero_adv_groups=true"]),
+    "grpo_mask": (
+        "GRPO + masking",
+        {"MODE": "depo"},
+        ["depo.filter.enable=false", "depo.advantage_filter.mask_zero_adv_groups=true"],
+    ),
     # not in the default comparison: the scorer's checks (issue 23) on the same task
     # shadow: trains as GRPO, scores what the shipped filter would have rejected
     "depo_shadow": ("DEPO shadow", {"MODE": "depo"}, ["depo.filter.mode=shadow"]),
@@ -297,6 +306,7 @@ def run_env(args: argparse.Namespace) -> dict[str, str]:
     if args.noisy_recipe != "finetune":
         env["NOISY_RECIPE"] = args.noisy_recipe
     env["TIER_MIX"] = ",".join(str(m) for m in args.tier_mix)
+    env["POLL_S"] = args.poll_s
     return env
 
 
@@ -597,6 +607,12 @@ def main(argv: list[str] | None = None) -> int:
         default="finetune",
         help="finetune or scratch: how the warm start is built (recipe/depo/demo/noisy_policy.py)",
     )
+    parser.add_argument(
+        "--poll-s",
+        default="0.2",
+        help="seconds between verl's replay-buffer looks for finished rollouts (the launcher's POLL_S, default"
+        " 0.2; verl's own is 2, longer than a generation round here, so step times measured the sleep)",
+    )
     parser.add_argument("--lock", default=None, help="take this file's lock around each run")
     parser.add_argument(
         "--run-timeout",
@@ -630,6 +646,12 @@ def main(argv: list[str] | None = None) -> int:
             args.tier_mix = parse_tier_mix(args.tier_mix)
         except DataPrepError as exc:
             raise BenchError(str(exc)) from None
+        try:
+            poll_ok = 0 < float(args.poll_s) < math.inf
+        except ValueError:
+            poll_ok = False
+        if not poll_ok:
+            raise BenchError(f"--poll-s must be a positive number of seconds, got {args.poll_s!r}")
         if args.noisy_recipe not in NOISY_RECIPES:
             raise BenchError(f"--noisy-recipe must be one of {', '.join(NOISY_RECIPES)}, got {args.noisy_recipe!r}")
         output = Path(args.output)

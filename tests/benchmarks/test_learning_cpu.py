@@ -205,6 +205,9 @@ def _cli(args, cwd, timeout=120):
         (["--run-timeout", "0"], "--run-timeout must be a positive integer"),
         (["--tier-mix", "3,3,3"], "--tier-mix must be 6 comma-separated whole numbers"),
         (["--noisy-recipe", "pretrained"], "--noisy-recipe must be one of finetune, scratch, got 'pretrained'"),
+        (["--poll-s", "0"], "--poll-s must be a positive number of seconds, got '0'"),
+        (["--poll-s", "soon"], "--poll-s must be a positive number of seconds, got 'soon'"),
+        (["--poll-s", "inf"], "--poll-s must be a positive number of seconds, got 'inf'"),
     ],
 )
 def test_bad_flags_are_one_line_and_write_nothing(args, message, tmp_path):
@@ -254,7 +257,7 @@ def test_the_data_is_built_once_and_kept_only_when_it_is_these_settings_data(ben
     assert {p.name: p.read_bytes() for p in data.iterdir()} == built
 
 
-def test_the_tier_mix_always_and_the_warm_start_recipe_only_off_default_reach_the_launcher(bench):
+def test_the_tier_mix_and_poll_always_and_the_warm_start_recipe_only_off_default_reach_the_launcher(bench):
     """The data's tier mix is always a setting (the benchmark builds the data and the launcher must
     not rebuild it otherwise); the default warm-start recipe adds no knob, so runs finished before
     --noisy-recipe existed stay reusable, and another recipe is part of the marker."""
@@ -271,9 +274,16 @@ def test_the_tier_mix_always_and_the_warm_start_recipe_only_off_default_reach_th
         train_size=1200,
         lr=None,
         tier_mix=(3, 3, 3, 1, 1, 1),
+        poll_s="0.2",
     )
     default = bench.run_env(argparse.Namespace(**vars(args), noisy_recipe="finetune"))
     assert default["TIER_MIX"] == "3,3,3,1,1,1" and "NOISY_RECIPE" not in default
+    # the poll interval sets every run's seconds: runs timed at another interval are not reused
+    assert default["POLL_S"] == "0.2"
+    assert bench.run_env(argparse.Namespace(**{**vars(args), "poll_s": "2"}, noisy_recipe="finetune")) == {
+        **default,
+        "POLL_S": "2",
+    }
     scratch = bench.run_env(argparse.Namespace(**vars(args), noisy_recipe="scratch"))
     assert scratch == {**default, "NOISY_RECIPE": "scratch"}
     even = bench.run_env(argparse.Namespace(**{**vars(args), "tier_mix": (1,) * 6}, noisy_recipe="finetune"))
