@@ -130,7 +130,9 @@ def build_labels(uids: Sequence[str], correct: Iterable[float], mean_logprob: It
             lps.setdefault(uid, []).append(lp)
     keys = list(acc)
     mean_k = np.array([np.mean(acc[u]) for u in keys], dtype=np.float32)
-    avg_lp = np.array([np.mean(lps[u]) if u in lps else np.nan for u in keys], dtype=np.float32)
+    # summed in sorted order: the responses of a group arrive in whatever order they finished, and a
+    # float sum's last bits depend on the order
+    avg_lp = np.array([np.mean(sorted(lps[u])) if u in lps else np.nan for u in keys], dtype=np.float32)
     counts = np.array([len(acc[u]) for u in keys], dtype=np.int64)
     return PromptLabels(uids=keys, mean_k=mean_k, avg_logprob=avg_lp, num_responses=counts)
 
@@ -202,6 +204,22 @@ def labels_of_rows(data: Any, acc_key: str, lp_field: str | None, require_logpro
             "depo.labels.logprob_source=old_log_probs or actor_rollout_ref.rollout.calculate_log_probs=true"
         )
     return build_labels(uids, correct, response_mean_logprob(log_probs, mask))
+
+
+def canonical_order(texts: Sequence[str], labels: PromptLabels) -> list[int]:
+    """Positions of ``labels`` (whose prompts read ``texts``) sorted by text, then label values.
+
+    verl hands a trained batch over in the order its groups finished, which varies from run to
+    run; the estimator's update depends on its inputs' order (micro-batches, ranking pairs), so
+    two runs with the same seed and the same outcomes would train different estimators."""
+    if len(texts) != len(labels):
+        raise ValueError(f"{len(texts)} texts for {len(labels)} labelled prompts")
+
+    def key(i: int) -> tuple:
+        lp = float(labels.avg_logprob[i])
+        return (texts[i], float(labels.mean_k[i]), math.isnan(lp), 0.0 if math.isnan(lp) else lp)
+
+    return sorted(range(len(texts)), key=key)
 
 
 def concat_labels(*parts: PromptLabels) -> PromptLabels:

@@ -115,3 +115,28 @@ def test_an_update_sent_ahead_learns_what_a_waited_one_does_and_the_next_predict
     one = build_labels(["u0", "u0"], [1, 0], [-0.1, -0.3])
     assert ahead.start_learning(one, records).result()["depo/estimator/replay_prompts"] == 1.0
     assert ahead.start_learning(build_labels([], [], []), records).result() == {}
+
+
+def test_the_update_does_not_depend_on_the_order_verl_hands_the_batch_over(ray_cluster, tiny_encoder):
+    """verl's trained batch comes in the order its groups finished, which differs between two runs
+    with the same seed; the estimator must learn the same from it (same metrics, same weights)."""
+    config = EstimatorConfig(backbone=tiny_encoder, hidden_dims=(16,), micro_batch_size=2).to_dict()
+    clients = [EstimatorClient(make_group(config)), EstimatorClient(make_group(config))]
+    for client in clients:
+        client.call("init_model")
+    # prompts of one length: the estimator groups its micro-batches by length, so only among
+    # equal lengths (most of a generated task's prompts) does the arrival order reach them
+    prompts = ["What is 12 + 34?", "What is 56 + 78?", "What is 91 + 23?", "What is 45 + 67?"]
+    uids = [f"u{i}" for i in range(len(prompts))]
+    correct = [1, 1, 0, 0, 1, 0, 0, 1]
+    lps = [-0.5, -0.1, -2.0, -1.0, -0.7, -0.9, -0.3, -0.2]
+    rows = [(u, c, lp) for u, c, lp in zip([u for u in uids for _ in range(2)], correct, lps)]
+    records = {u: Submitted(text=t, prediction=0.5, reason="window") for u, t in zip(uids, prompts)}
+    arrived = [rows, rows[::-1]]  # the same groups, finished in another order
+    results = []
+    for client, batch in zip(clients, arrived):
+        labels = build_labels(*zip(*batch))
+        results.append(client.learn(labels, records))
+        results[-1].pop("depo/estimator/update_time_s")
+    assert results[0] == results[1]
+    np.testing.assert_array_equal(clients[0].predict(prompts), clients[1].predict(prompts))

@@ -8,6 +8,7 @@ import pytest
 from recipe.depo.labels import (
     LabelError,
     build_labels,
+    canonical_order,
     correctness,
     response_mean_logprob,
 )
@@ -27,6 +28,30 @@ def test_shuffled_batch_gives_exact_mean_k_and_logprob_per_uid():
     np.testing.assert_allclose(labels.mean_k, [expected[u][0] for u in first_seen])
     np.testing.assert_allclose(labels.avg_logprob, [expected[u][1] for u in first_seen])
     assert labels.num_responses.tolist() == [4, 4, 4]
+
+
+def test_a_groups_mean_logprob_does_not_depend_on_the_order_its_responses_arrived_in():
+    # summed in arrival order these give 0, 0 or 1/3 (1 is lost against 1e16 unless the two big
+    # ones cancel first); summed sorted, always -1e16 + 1 + 1e16 = 0
+    import itertools
+
+    values = [1e16, 1.0, -1e16]
+    means = {float(build_labels(["u"] * 3, [1, 0, 1], list(p)).avg_logprob[0]) for p in itertools.permutations(values)}
+    assert means == {0.0}
+
+
+def test_canonical_order_sorts_by_text_then_labels():
+    labels = build_labels(
+        ["u0", "u0", "u1", "u2", "u2", "u3"], [1, 0, 1, 0, 1, 0], [float("nan"), float("nan"), -1.0, -2.0, -2.0, -3.0]
+    )
+    # mean_k 0.5, 1, 0.5, 0; u0 has no log-prob (NaN sorts after a value at equal text and mean_k)
+    texts = ["b", "a", "b", "c"]
+    assert canonical_order(texts, labels) == [1, 2, 0, 3]
+    # equal text: lower mean@k first; equal text and mean@k (u0 and u2, 0.5): a log-prob before none
+    assert canonical_order(["b", "b", "a", "c"], labels) == [2, 0, 1, 3]
+    assert canonical_order(["b", "x", "b", "c"], labels) == [2, 0, 3, 1]
+    with pytest.raises(ValueError, match="3 texts for 4 labelled prompts"):
+        canonical_order(texts[:3], labels)
 
 
 def test_response_mean_logprob_uses_only_masked_tokens():

@@ -24,7 +24,7 @@ import torch
 
 from recipe.depo.estimator import EstimatorConfig, spearman
 from recipe.depo.estimator.losses import distill_target
-from recipe.depo.labels import PromptLabels
+from recipe.depo.labels import PromptLabels, canonical_order
 
 logger = logging.getLogger(__name__)
 logger.setLevel(os.getenv("VERL_LOGGING_LEVEL", "INFO"))
@@ -134,7 +134,9 @@ class EstimatorClient:
             return PendingLearning(None, out)
         has_lp = ~np.isnan(labels.avg_logprob)
         texts = [submitted[uid].text for uid in labels.uids]
-        ref = self.update_async(texts, labels.mean_k, labels.avg_logprob)
+        # the same update whatever order verl's batch arrived in (the metrics below do not depend on it)
+        order = canonical_order(texts, labels)
+        ref = self.update_async([texts[i] for i in order], labels.mean_k[order], labels.avg_logprob[order])
         out["depo/labels_without_logprob"] = float((~has_lp).sum())
         predictions = np.array([submitted[uid].prediction for uid in labels.uids], dtype=np.float64)
         targets = labels.mean_k.astype(np.float64)
