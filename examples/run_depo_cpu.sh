@@ -186,6 +186,18 @@ mkdir -p "$OUT_DIR"
 touch "$MARKER"
 START=$(date +%s)
 
+# The data a run trains on is DATA_DIR's when its files are there. The demo records the knobs it built
+# them with beside them: data built for another SEED, TRAIN_SIZE, VAL_SIZE or TIER_MIX is refused
+# here, before anything of an earlier run is removed, instead of feeding this run silently.
+DATA_KNOBS="TRAIN_SIZE=$TRAIN_SIZE VAL_SIZE=$VAL_SIZE SEED=$SEED TIER_MIX=${TIER_MIX:-one-of-each}"
+DATA_MARK="$DATA_DIR/.depo_cpu_data"
+if [[ -f "$DATA_DIR/train.parquet" && -f "$DATA_DIR/val.parquet" && -f "$DATA_MARK" ]] \
+   && [[ "$(cat "$DATA_MARK")" != "$DATA_KNOBS" ]]; then
+  echo "DATA_DIR $DATA_DIR holds the data of $(cat "$DATA_MARK"), not of $DATA_KNOBS:" \
+       "choose another DATA_DIR (or remove that one)" >&2
+  exit 2
+fi
+
 if [[ "$MODE" == compare ]]; then
   # one run directory per method, all on the same data, policy and seed; each run's own knobs are
   # the ones above (they reach the child runs through the environment or the same defaults)
@@ -213,10 +225,17 @@ export VERL_FILE_LOGGER_PATH="$METRICS"
 
 echo "== [1/4] data: arithmetic task -> $DATA_DIR"
 if [[ ! -f "$DATA_DIR/train.parquet" || ! -f "$DATA_DIR/val.parquet" ]]; then
+  rm -f "$DATA_MARK"
   python -m data_prep.arithmetic --output "$DATA_DIR" --train-size "$TRAIN_SIZE" --val-size "$VAL_SIZE" \
     --seed "$SEED" ${TIER_MIX:+--tier-mix "$TIER_MIX"} --overwrite
+  # written after the data, and whole (renamed into place): a mark always describes the files beside it
+  echo "$DATA_KNOBS" > "$DATA_MARK.tmp" && mv "$DATA_MARK.tmp" "$DATA_MARK"
+elif [[ -f "$DATA_MARK" ]]; then
+  echo "   reusing existing parquet files ($DATA_KNOBS)"
 else
-  echo "   reusing existing parquet files"
+  # not built by this demo (the learning benchmark builds and checks its own), or by a version of it
+  # from before the mark: used as it is
+  echo "   reusing existing parquet files (no $DATA_MARK: not checked against this run's knobs)"
 fi
 
 echo "== [2/4] $POLICY policy (built once, then cached)"

@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def _demo(out_dir: Path, **knobs) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VERL_", "DEPO_"))}
-    env.update(OUT_DIR=str(out_dir), TRAIN_SIZE="0", REPORT="0", PYTHONPATH=str(REPO), **knobs)
+    env.update({"OUT_DIR": str(out_dir), "TRAIN_SIZE": "0", "REPORT": "0", "PYTHONPATH": str(REPO), **knobs})
     return subprocess.run(
         ["bash", str(REPO / "examples" / "run_depo_cpu.sh")], env=env, capture_output=True, text=True, timeout=120
     )
@@ -77,3 +77,30 @@ def test_a_bad_knob_is_refused_at_start_naming_it(tmp_path, knob, value, message
     out = _demo(tmp_path / "demo", **{knob: value})
     assert out.returncode == 2 and out.stderr.strip().splitlines()[-1] == message, out.stderr[-2000:]
     assert not (tmp_path / "demo").exists()
+
+
+def test_data_built_for_other_knobs_is_refused_before_the_last_run_is_cleared(tmp_path):
+    """DATA_DIR was reused whatever it held: a run with SEED=1 (or another TRAIN_SIZE, VAL_SIZE or
+    TIER_MIX) trained on the data of the knobs it was built with. The demo records those knobs
+    beside the data it builds (the mark's content is checked against a real run in
+    tests/e2e/test_e2e_cpu_grpo.py); other knobs are refused naming both, before the fresh run
+    clears the earlier run's metrics and rollouts, and nothing is changed."""
+    from data_prep import arithmetic
+
+    data = tmp_path / "data"
+    assert arithmetic.main(["--output", str(data), "--train-size", "32", "--val-size", "8", "--seed", "0"]) == 0
+    built_with = "TRAIN_SIZE=32 VAL_SIZE=8 SEED=0 TIER_MIX=one-of-each"
+    (data / ".depo_cpu_data").write_text(built_with + "\n")
+    kept_data = {p.name: p.read_bytes() for p in data.iterdir()}
+    out_dir = tmp_path / "demo"
+    earlier_run = _finished_run(out_dir)
+    (out_dir / ".depo_cpu_demo").touch()
+    out = _demo(out_dir, DATA_DIR=str(data), TRAIN_SIZE="32", VAL_SIZE="8", POLICY="tiny", SEED="1")
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert out.stderr.strip().splitlines()[-1] == (
+        f"DATA_DIR {data} holds the data of {built_with}, not of TRAIN_SIZE=32 VAL_SIZE=8 SEED=1 "
+        "TIER_MIX=one-of-each: choose another DATA_DIR (or remove that one)"
+    )
+    assert {p.name: p.read_bytes() for p in data.iterdir()} == kept_data
+    files = {str(p.relative_to(out_dir)): p.read_bytes() for p in sorted(out_dir.rglob("*")) if p.is_file()}
+    assert files == {**earlier_run, ".depo_cpu_demo": b""}

@@ -54,6 +54,12 @@ def test_grpo_two_steps_then_resume_one(grpo_run, adam_steps):
     assert adam_steps(ckpts / "global_step_3") == {3.0}
     # the demo ends with its report, which reads the first run's metrics (moved aside as
     # metrics.<time>.jsonl when run 2 started) and run 2's together
+    # the data step recorded the knobs it built the data with; the resumed run, with the same
+    # knobs, passed the check and trained on it (another run's knobs: tests/demo/test_cpu_demo_knobs.py)
+    knobs = grpo_run["knobs"]
+    built_with = f"TRAIN_SIZE={knobs['TRAIN_SIZE']} VAL_SIZE={knobs['VAL_SIZE']} SEED=0 TIER_MIX=one-of-each"
+    assert (out_dir / "data" / ".depo_cpu_data").read_text().strip() == built_with
+    assert f"reusing existing parquet files ({built_with})" in run2.stdout
     assert "# Run report" in run2.stdout
     assert len(list(out_dir.glob("metrics.*.jsonl"))) == 1
     assert json.loads((out_dir / "report" / "report.json").read_text())["runs"]["GRPO"]["steps"] == 3
