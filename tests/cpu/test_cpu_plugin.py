@@ -159,13 +159,15 @@ _POLL_PROBE = """
     explicit = rb.ReplayBuffer(trainer_mode="sync", trainer_config={}, max_off_policy_threshold=None,
                                max_off_policy_strategy="drop", sampler_kwargs={}, poll_interval=3.0)
     explicit._wait_for_next_poll("train", 0.0)
+    positional = rb.ReplayBuffer("sync", {}, None, "drop", {}, 4.0)
+    positional._wait_for_next_poll("train", 0.0)
     print("SLEPT", slept)
 """
 
 
 @pytest.mark.parametrize(
     "interval, slept",
-    [(None, "[2.0, 2.0, 3.0]"), ("0.05", "[0.05, 0.05, 3.0]")],
+    [(None, "[2.0, 2.0, 3.0, 4.0]"), ("0.05", "[0.05, 0.05, 3.0, 4.0]")],
     ids=["verl's-2s", "from-the-environment"],
 )
 def test_replay_buffer_polls_at_the_interval_the_environment_sets(interval, slept):
@@ -180,7 +182,7 @@ def test_replay_buffer_polls_at_the_interval_the_environment_sets(interval, slep
 
 def test_replay_buffer_poll_interval_is_left_alone_without_the_cpu_platform():
     proc = _run(_POLL_PROBE, None, {"DEPO_CPU_POLL_INTERVAL_S": "0.05"})
-    assert "SLEPT [2.0, 2.0, 3.0]" in _ok(proc)
+    assert "SLEPT [2.0, 2.0, 3.0, 4.0]" in _ok(proc)
 
 
 @pytest.mark.parametrize("raw", ["0", "-1", "fast", "nan"])

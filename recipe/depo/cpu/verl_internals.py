@@ -146,12 +146,15 @@ def patch_replay_buffer_poll(module: Any, interval: float) -> None:
     if getattr(init, _PATCH_MARK, False):
         init.depo_interval = interval
         return
-    if "poll_interval" not in inspect.signature(init).parameters:
+    params = list(inspect.signature(init).parameters)
+    if "poll_interval" not in params:
         raise _changed(f"{_REPLAY_BUFFER}.ReplayBuffer.__init__", "no `poll_interval` parameter")
+    position = params.index("poll_interval") - 1  # among the arguments after self
 
     @functools.wraps(init)
     def wrapper(self, *args, **kwargs):
-        kwargs.setdefault("poll_interval", wrapper.depo_interval)
+        if len(args) <= position:  # the caller's own value, by name or by position, wins
+            kwargs.setdefault("poll_interval", wrapper.depo_interval)
         init(self, *args, **kwargs)
 
     wrapper.depo_interval = interval
