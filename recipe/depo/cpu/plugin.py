@@ -69,12 +69,12 @@ def register() -> None:
     from recipe.depo.cpu.platform import PlatformCPU
 
     # a bad value stops the registration: the run then fails at its start, not at its first poll
-    verl_internals.poll_interval_from_env()
+    poll_interval = verl_internals.poll_interval_from_env()
     if PlatformRegistry.get(CPU_PLATFORM) is not PlatformCPU:
         PlatformRegistry.register(platform=CPU_PLATFORM)(PlatformCPU)
     _register_engines()
     RolloutReplicaRegistry.register(ROLLOUT_NAME, _load_hf_replica)
-    verl_internals.apply_all()
+    verl_internals.apply_all(poll_interval)
     _registered = True
 
 

@@ -196,13 +196,13 @@ def patch_replay_buffer_poll_on_import(interval: float) -> None:
     sys.meta_path.insert(0, _AfterImport(_REPLAY_BUFFER, apply))
 
 
-def apply_all() -> None:
+def apply_all(poll_interval: float | None = None) -> None:
+    """Every patch; the replay buffer's only with an interval (``poll_interval_from_env()``)."""
     register_rollout_adapter()
     patch_unpinned_cpu_offload()
     patch_process_group_backend()
-    interval = poll_interval_from_env()
-    if interval is not None:
-        patch_replay_buffer_poll_on_import(interval)
+    if poll_interval is not None:
+        patch_replay_buffer_poll_on_import(poll_interval)
 
 
 # ---------------------------------------------------------------- 4. replica server fields
