@@ -32,6 +32,7 @@ import json
 import math
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -307,7 +308,17 @@ def run_env(args: argparse.Namespace) -> dict[str, str]:
         env["NOISY_RECIPE"] = args.noisy_recipe
     env["TIER_MIX"] = ",".join(str(m) for m in args.tier_mix)
     env["POLL_S"] = args.poll_s
+    if args.estimator:  # (absent at its default, as NOISY_RECIPE)
+        env["ESTIMATOR"] = args.estimator
     return env
+
+
+def launcher_knobs() -> list[str]:
+    """The environment knobs the demo launcher reads (its ``NAME=${NAME:-...}`` lines), less
+    VLLM_VENV, which only says where vLLM lives (the benchmark's runs use the hf rollout)."""
+    text = (REPO / "examples" / "run_depo_cpu.sh").read_text()
+    found = re.findall(r"^\s*([A-Z][A-Z0-9_]*)=\$\{\1:?-", text, flags=re.MULTILINE)
+    return [k for k in dict.fromkeys(found) if k != "VLLM_VENV"]
 
 
 def run_one(method: str, seed: int, run_dir: Path, data_dir: Path, args: argparse.Namespace) -> dict:
@@ -319,7 +330,8 @@ def run_one(method: str, seed: int, run_dir: Path, data_dir: Path, args: argpars
     _, method_env, overrides = METHODS[method]
     if args.validate == "checkpoints":
         overrides = [*overrides, "trainer.val_before_train=false"]  # step 0 is the warm start, evaluated too
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VERL_")}
+    knobs = set(launcher_knobs())  # (refused at start; dropped here too, so a run is only its settings)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VERL_") and k not in knobs}
     env.update(run_env(args))
     warmup_paper = str(max(1, args.steps // 10))
     env.update({k: v.format(warmup_paper=warmup_paper) for k, v in method_env.items()})
@@ -608,6 +620,12 @@ def main(argv: list[str] | None = None) -> int:
         help="finetune or scratch: how the warm start is built (recipe/depo/demo/noisy_policy.py)",
     )
     parser.add_argument(
+        "--estimator",
+        default=None,
+        help="encoder directory for DEPO's estimator (the launcher's ESTIMATOR; default all-MiniLM-L6-v2);"
+        " part of every run's settings",
+    )
+    parser.add_argument(
         "--poll-s",
         default="0.2",
         help="seconds between verl's replay-buffer looks for finished rollouts (the launcher's POLL_S, default"
@@ -653,6 +671,20 @@ def main(argv: list[str] | None = None) -> int:
             poll_ok = False
         if not poll_ok:
             raise BenchError(f"--poll-s must be a positive number of seconds, got {args.poll_s!r}")
+        # a knob exported in the shell would reach every run through the inherited environment but
+        # not the runs' recorded settings, so results (and reuse) would silently be another setting's
+        inherited = [k for k in launcher_knobs() if k in os.environ]
+        if inherited:
+            raise BenchError(
+                f"{', '.join(inherited)} set in the environment: the benchmark sets the launcher's knobs itself"
+                " and records them; unset it (an estimator goes in --estimator DIR)"
+            )
+        if args.estimator is not None:
+            if not (Path(args.estimator) / "config.json").is_file():
+                raise BenchError(
+                    f"--estimator must be an encoder directory holding config.json, got {args.estimator!r}"
+                )
+            args.estimator = str(Path(args.estimator).resolve())
         if args.noisy_recipe not in NOISY_RECIPES:
             raise BenchError(f"--noisy-recipe must be one of {', '.join(NOISY_RECIPES)}, got {args.noisy_recipe!r}")
         output = Path(args.output)

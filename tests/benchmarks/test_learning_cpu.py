@@ -208,6 +208,7 @@ def _cli(args, cwd, timeout=120):
         (["--poll-s", "0"], "--poll-s must be a positive number of seconds, got '0'"),
         (["--poll-s", "soon"], "--poll-s must be a positive number of seconds, got 'soon'"),
         (["--poll-s", "inf"], "--poll-s must be a positive number of seconds, got 'inf'"),
+        (["--estimator", "no/such/encoder"], "--estimator must be an encoder directory holding config.json"),
     ],
 )
 def test_bad_flags_are_one_line_and_write_nothing(args, message, tmp_path):
@@ -275,6 +276,7 @@ def test_the_tier_mix_and_poll_always_and_the_warm_start_recipe_only_off_default
         lr=None,
         tier_mix=(3, 3, 3, 1, 1, 1),
         poll_s="0.2",
+        estimator=None,
     )
     default = bench.run_env(argparse.Namespace(**vars(args), noisy_recipe="finetune"))
     assert default["TIER_MIX"] == "3,3,3,1,1,1" and "NOISY_RECIPE" not in default
@@ -288,6 +290,37 @@ def test_the_tier_mix_and_poll_always_and_the_warm_start_recipe_only_off_default
     assert scratch == {**default, "NOISY_RECIPE": "scratch"}
     even = bench.run_env(argparse.Namespace(**{**vars(args), "tier_mix": (1,) * 6}, noisy_recipe="finetune"))
     assert even == {**default, "TIER_MIX": "1,1,1,1,1,1"}
+    # another estimator is a setting too (absent at the default, so earlier runs stay reusable)
+    assert "ESTIMATOR" not in default
+    tiny = bench.run_env(argparse.Namespace(**{**vars(args), "estimator": "/enc/tiny"}, noisy_recipe="finetune"))
+    assert tiny == {**default, "ESTIMATOR": "/enc/tiny"}
+
+
+@pytest.mark.parametrize("knob", ["ESTIMATOR", "WINDOW", "POLL_S"])
+def test_a_launcher_knob_exported_in_the_shell_is_refused_naming_it(knob, tmp_path):
+    """An exported knob would reach every run through the environment but not the recorded
+    settings, so a result (or a reused run) would silently be another setting's."""
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(Path(BENCHMARKS).parent), knob: "x"}
+    proc = subprocess.run(
+        [sys.executable, os.path.join(BENCHMARKS, "learning_cpu.py"), "--quick", "--output", str(out)],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"{knob} set in the environment" in lines[0], proc.stderr
+    assert not out.exists()
+
+
+def test_the_launcher_knobs_are_the_ones_it_reads(bench):
+    knobs = bench.launcher_knobs()
+    # what the benchmark sets per run, and knobs that would change a run if inherited
+    assert {"STEPS", "BATCH", "SEED", "ESTIMATOR", "WINDOW", "POLL_S", "TIER_MIX", "VAL_SIZE"} <= set(knobs)
+    assert "VLLM_VENV" not in knobs and len(knobs) == len(set(knobs))
 
 
 @pytest.mark.slow
