@@ -182,8 +182,8 @@ def test_validation_se_is_over_prompts_not_answers(tmp_path):
     assert validation_se(path) is None
 
 
-def _cli(args, cwd, timeout=120):
-    env = {**os.environ, "PYTHONPATH": str(Path(BENCHMARKS).parent)}
+def _cli(args, cwd, timeout=120, extra_env=None):
+    env = {**os.environ, "PYTHONPATH": str(Path(BENCHMARKS).parent), **(extra_env or {})}
     return subprocess.run(
         [sys.executable, os.path.join(BENCHMARKS, "learning_cpu.py"), *args],
         env=env,
@@ -301,15 +301,7 @@ def test_a_launcher_knob_exported_in_the_shell_is_refused_naming_it(knob, tmp_pa
     """An exported knob would reach every run through the environment but not the recorded
     settings, so a result (or a reused run) would silently be another setting's."""
     out = tmp_path / "out"
-    env = {**os.environ, "PYTHONPATH": str(Path(BENCHMARKS).parent), knob: "x"}
-    proc = subprocess.run(
-        [sys.executable, os.path.join(BENCHMARKS, "learning_cpu.py"), "--quick", "--output", str(out)],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = _cli(["--quick", "--output", str(out)], tmp_path, extra_env={knob: "x"})
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and f"{knob} set in the environment" in lines[0], proc.stderr
